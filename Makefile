@@ -1,0 +1,38 @@
+# The two commands a newcomer needs are `make run` and `make test`.
+GO       ?= go
+PKGS     ?= ./...
+TESTFLAGS ?= -race -timeout 14m
+
+.PHONY: run test bench lint build fuzz
+
+## run: the whole system on embedded defaults (broker, store, Pay Score sandbox, simulated chargers)
+run:
+	$(GO) run ./cmd/chargeflow serve --dev
+
+## test: every test; private Redis and Mosquitto are started on free ports unless
+## CHARGEFLOW_TEST_REDIS_URL / CHARGEFLOW_TEST_MQTT_URL are set
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test $(TESTFLAGS) $(PKGS)
+
+## bench: the benchmarks (figures, never pass/fail)
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+## lint: go vet and a gofmt check
+lint:
+	$(GO) vet $(PKGS)
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+build:
+	$(GO) build -o bin/chargeflow ./cmd/chargeflow
+
+## fuzz: a short run of every fuzz target (FUZZTIME per target)
+FUZZTIME ?= 10s
+fuzz:
+	@for pkg in $$($(GO) list $(PKGS)); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
