@@ -1,0 +1,278 @@
+package payscore
+
+// This file is the wire profile (/work/shared/spec/huifu-payscore.md) in
+// code: paths, codes, states, field names, and EVERY [decided] item — the
+// choices the public material is silent on. When Huifu's test host proves
+// one wrong, it is corrected here and nowhere else. Items marked [decided]
+// are ours; the rest are [sdk]/[wx] facts kept beside them for reference.
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/chargeflow/chargeflow/money"
+)
+
+// Endpoint paths, under Config.BaseURL (profile §4) [sdk].
+const (
+	PathCreateOrder       = "/v2/trade/payscore/serviceorder/create"
+	PathQueryOrder        = "/v2/trade/payscore/serviceorder/query"
+	PathCancelOrder       = "/v2/trade/payscore/serviceorder/cancel"
+	PathCompleteOrder     = "/v2/trade/payscore/serviceorder/complete"
+	PathRegisterDeduction = "/v2/trade/payscore/deduct/regitster" // sic: misspelt so in every SDK
+	PathQueryDeduction    = "/v2/trade/payscore/deduct/query"
+	PathDebit             = "/v2/trade/payscore/pay/payscorepay"
+	PathRefund            = "/v2/trade/payment/scanpay/refund"
+)
+
+// resp_code values (profile §3) [sdk docs].
+const (
+	CodeSuccess        = "00000000" // processed
+	CodeAccepted       = "00000100" // accepted / in progress: not a failure
+	CodeBadParameter   = "10000000"
+	CodeDuplicate      = "20000000" // duplicate req_seq_id
+	CodeTooFrequent    = "20000001"
+	CodeNotFound       = "20000004"
+	CodeLogicError     = "21000000"
+	CodeProductConfig  = "22000000"
+	CodeMerchantConfig = "22000002"
+	CodeRisk           = "90000000"
+	CodeUnknown        = "98888888" // retryable
+	CodeSystemError    = "99999999" // retryable
+)
+
+// isSuccessCode: both "processed" and "accepted" mean not a failure; the
+// business outcome comes from status fields or a later query.
+func isSuccessCode(code string) bool { return code == CodeSuccess || code == CodeAccepted }
+
+// isRetryableCode: Huifu's unknown/system errors may be retried with the same
+// req_seq_id; the request may have run, so they also make a call uncertain.
+func isRetryableCode(code string) bool { return code == CodeUnknown || code == CodeSystemError }
+
+// WeChat error names that Huifu carries in resp_desc [decided: carried as a
+// substring of resp_desc, e.g. "ORDER_DONE:订单已完成"]. Tested by the Is*
+// helpers in errors.go.
+const (
+	WeChatParamError        = "PARAM_ERROR"
+	WeChatInvalidOrderState = "INVALID_ORDER_STATE"
+	WeChatOrderCanceled     = "ORDER_CANCELED"
+	WeChatOrderDone         = "ORDER_DONE"
+	WeChatOrderNotExist     = "ORDER_NOT_EXIST"
+	WeChatFrequencyLimited  = "FREQUENCY_LIMITED"
+	WeChatSystemError       = "SYSTEM_ERROR"
+)
+
+var wechatNames = []string{
+	// INVALID_ORDER_STATE before the others: no name is a substring of
+	// another, but keep the longest first should one ever be added.
+	WeChatInvalidOrderState, WeChatFrequencyLimited, WeChatOrderNotExist,
+	WeChatOrderCanceled, WeChatSystemError, WeChatParamError, WeChatOrderDone,
+}
+
+// wechatCode finds a WeChat error name in resp_desc [decided].
+func wechatCode(desc string) string {
+	for _, n := range wechatNames {
+		if strings.Contains(desc, n) {
+			return n
+		}
+	}
+	return ""
+}
+
+// Service-order states (profile §6) [wx].
+const (
+	StateCreated = "CREATED"
+	StateDoing   = "DOING"
+	StateDone    = "DONE"
+	StateRevoked = "REVOKED"
+	StateExpired = "EXPIRED"
+
+	StateDescUserConfirm = "USER_CONFIRM"
+	StateDescMchComplete = "MCH_COMPLETE"
+
+	CollectionUserPaying = "USER_PAYING"
+	CollectionUserPaid   = "USER_PAID"
+)
+
+// Transaction states of a debit, a deduction registration or a refund.
+const (
+	TransProcessing = "P" // [decided] a debit answers P while WeChat processes it
+	TransSucceeded  = "S"
+	TransFailed     = "F"
+)
+
+// RiskFundEstimate is the risk fund name for charging (profile §4) [wx].
+const RiskFundEstimate = "ESTIMATE_ORDER_COST"
+
+// StartOnAccept is the literal start_time meaning "when the user confirms".
+const StartOnAccept = "OnAccept"
+
+// Wire layouts: always Beijing time, UTC+8 without DST (profile §1) [sdk][wx].
+const (
+	layoutDate     = "20060102"
+	layoutDateTime = "20060102150405"
+	// layoutCompleteTime is complete_time's format [decided].
+	layoutCompleteTime = layoutDateTime
+)
+
+// Beijing is the fixed UTC+8 zone of every date on the wire. A fixed zone,
+// never time.Local: the host's zone must not change what is sent.
+var Beijing = time.FixedZone("CST", 8*3600)
+
+// FormatDate formats t as req_date (yyyyMMdd, Beijing time).
+func FormatDate(t time.Time) string { return t.In(Beijing).Format(layoutDate) }
+
+// FormatDateTime formats t as yyyyMMddHHmmss, Beijing time.
+func FormatDateTime(t time.Time) string { return t.In(Beijing).Format(layoutDateTime) }
+
+// ParseDateTime parses yyyyMMddHHmmss as Beijing time.
+func ParseDateTime(s string) (time.Time, error) {
+	return time.ParseInLocation(layoutDateTime, s, Beijing)
+}
+
+// ParseDate parses yyyyMMdd as midnight Beijing time.
+func ParseDate(s string) (time.Time, error) { return time.ParseInLocation(layoutDate, s, Beijing) }
+
+// Nested structures are JSON strings inside the flat data (profile §1) [sdk].
+// Their amounts are integer fen, as in WeChat's own API [decided]: should
+// Huifu want yuan here, these four types are the only place to change.
+
+// RiskFundWire is risk_fund's JSON.
+type RiskFundWire struct {
+	Name        string `json:"name"`
+	Amount      int64  `json:"amount"` // fen [decided]
+	Description string `json:"description,omitempty"`
+}
+
+// PostItemWire is one element of post_payments / post_discounts.
+type PostItemWire struct {
+	Name        string `json:"name"`
+	Amount      int64  `json:"amount"` // fen [decided]
+	Description string `json:"description,omitempty"`
+	Count       int    `json:"count,omitempty"`
+}
+
+// TimeRangeWire is time_range's JSON.
+type TimeRangeWire struct {
+	StartTime       string `json:"start_time,omitempty"`
+	StartTimeRemark string `json:"start_time_remark,omitempty"`
+	EndTime         string `json:"end_time,omitempty"`
+	EndTimeRemark   string `json:"end_time_remark,omitempty"`
+}
+
+// LocationWire is location's JSON.
+type LocationWire struct {
+	StartLocation string `json:"start_location,omitempty"`
+	EndLocation   string `json:"end_location,omitempty"`
+}
+
+// RiskCheckWire is risk_check_data's JSON for a debit.
+type RiskCheckWire struct {
+	IPAddress string `json:"ip_address"`
+}
+
+// CollectionWire is the query reply's collection [decided: sent as a JSON
+// string; an object is tolerated, see decodeCollection]. Amounts in fen.
+type CollectionWire struct {
+	State        string                 `json:"state"`
+	TotalAmount  int64                  `json:"total_amount"`
+	PayingAmount int64                  `json:"paying_amount"`
+	PaidAmount   int64                  `json:"paid_amount"`
+	Details      []CollectionDetailWire `json:"details,omitempty"`
+}
+
+// CollectionDetailWire is one payment in a collection.
+type CollectionDetailWire struct {
+	Seq           int    `json:"seq"`
+	Amount        int64  `json:"amount"`
+	PaidType      string `json:"paid_type"`
+	PaidTime      string `json:"paid_time"`
+	TransactionID string `json:"transaction_id"`
+}
+
+// decodeCollection accepts collection as a JSON string holding an object, or
+// as an object; missing/empty means no collection yet.
+func decodeCollection(raw json.RawMessage) (CollectionWire, error) {
+	var c CollectionWire
+	raw = json.RawMessage(strings.TrimSpace(string(raw)))
+	if len(raw) == 0 || string(raw) == "null" || string(raw) == `""` {
+		return c, nil
+	}
+	if raw[0] == '"' {
+		var s string
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return c, fmt.Errorf("collection: %w", err)
+		}
+		raw = json.RawMessage(s)
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return c, fmt.Errorf("collection: %w", err)
+	}
+	return c, nil
+}
+
+// Reply fields chargeflow relies on beyond resp_code (profile §4). Where a
+// field is [decided], its absence is tolerated by the typed methods.
+const (
+	fieldOutOrderNo  = "out_order_no" // create [seed], query
+	fieldHfSeqID     = "hf_seq_id"
+	fieldPackage     = "package" // create [decided]; may be missing
+	fieldState       = "state"   // create [decided]; may be missing
+	fieldStateDesc   = "state_description"
+	fieldCollection  = "collection"   // query [decided: JSON string]
+	fieldTotalAmount = "total_amount" // query [decided: fen]
+	fieldOutTradeNo  = "out_trade_no" // register [seed], query deduction [decided]
+	fieldTransStat   = "trans_stat"   // query deduction, debit [decided], refund
+)
+
+// Notifications (profile §5) [decided]: both Pay Score notifications go to the
+// notify_url given at create; the debit's notify_url is set to the same URL
+// (Config.NotifyURL). They are told apart by their fields.
+
+// classify decides what a verified notification says.
+func classify(n *Notification) NotificationKind {
+	switch {
+	case n.State == StateDoing && n.StateDescription == StateDescUserConfirm:
+		return KindUserConfirmed
+	case n.TransStat == TransSucceeded && n.OutOrderNo != "":
+		return KindPaymentSucceeded
+	default:
+		return KindUnknown
+	}
+}
+
+// notificationWire is resp_data's JSON. Values are strings on the wire; the
+// amount is yuan (trans_amt, a Huifu top-level field).
+type notificationWire struct {
+	RespCode         string `json:"resp_code"`
+	RespDesc         string `json:"resp_desc"`
+	HuifuID          string `json:"huifu_id"`
+	ReqSeqID         string `json:"req_seq_id"`
+	ReqDate          string `json:"req_date"`
+	OutOrderNo       string `json:"out_order_no"`
+	State            string `json:"state"`
+	StateDescription string `json:"state_description"`
+	OpenID           string `json:"openid"`
+	TransHfSeqID     string `json:"trans_hf_seq_id"`
+	TransReqDate     string `json:"trans_req_date"`
+	TransAmt         string `json:"trans_amt"`
+	TransStat        string `json:"trans_stat"`
+}
+
+// AckPrefix + req_seq_id is the exact acknowledgement body Huifu expects.
+const AckPrefix = "RECV_ORD_ID_"
+
+// parseTransAmt reads trans_amt (yuan); empty means absent.
+func parseTransAmt(s string) (money.Fen, error) {
+	if s == "" {
+		return 0, nil
+	}
+	f, err := money.ParseYuan(s)
+	if err != nil {
+		return 0, errors.Join(ErrMalformedNotification, err)
+	}
+	return f, nil
+}
