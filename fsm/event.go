@@ -1,0 +1,203 @@
+package fsm
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/chargeflow/chargeflow/money"
+)
+
+// EventType names an input to the machine. The names appear in the session
+// history (`event`).
+type EventType string
+
+// The events. Each carries its time (At) and its source (By).
+const (
+	// EvCreate opens a session: the Pay Score order was created. It is the
+	// only event accepted by New, never by Apply.
+	EvCreate EventType = "create"
+	// EvConfirm: USER_CONFIRM is known from a verified source (a verified
+	// notification, or a query of the order showing DOING+USER_CONFIRM).
+	EvConfirm EventType = "confirm"
+	// EvStartAccepted / EvStartRejected: the charger's ack of our start.
+	EvStartAccepted EventType = "start_accepted"
+	EvStartRejected EventType = "start_rejected"
+	// EvStarted / EvEnded: the charger's txn events.
+	EvStarted EventType = "started"
+	EvEnded   EventType = "ended"
+	// EvMeter: a meter sample.
+	EvMeter EventType = "meter"
+	// EvStop: the user (app) or an operator asks to stop.
+	EvStop EventType = "stop"
+	// EvCancel: the app cancels before charging.
+	EvCancel EventType = "cancel"
+	// EvClose: an operator ends a stuck session by hand.
+	EvClose EventType = "close"
+	// EvChargerOffline / EvChargerOnline: presence of the session's charger.
+	EvChargerOffline EventType = "charger_offline"
+	EvChargerOnline  EventType = "charger_online"
+	// EvOrderCompleted: the complete call succeeded (or a query shows
+	// DOING+MCH_COMPLETE after we asked for it).
+	EvOrderCompleted EventType = "order_completed"
+	// EvOrderClosed: the order is REVOKED or EXPIRED on Pay Score's side.
+	EvOrderClosed EventType = "order_closed"
+	// EvDeductionRegistered: a deduction registration succeeded.
+	EvDeductionRegistered EventType = "deduction_registered"
+	// EvDebitFailed: a deduction attempt failed (registration refused, debit
+	// refused, or found failed by query).
+	EvDebitFailed EventType = "debit_failed"
+	// EvPaid: DONE+USER_PAID is known from a verified source.
+	EvPaid EventType = "paid"
+	// EvDeductNow: an operator asks for a debit attempt now.
+	EvDeductNow EventType = "deduct_now"
+	// EvRefund: an operator asks for a refund; EvRefundSucceeded /
+	// EvRefundFailed report its outcome.
+	EvRefund          EventType = "refund"
+	EvRefundSucceeded EventType = "refund_succeeded"
+	EvRefundFailed    EventType = "refund_failed"
+	// EvTimer: an armed timer is due.
+	EvTimer EventType = "timer"
+)
+
+// EventTypes lists every event Apply accepts (EvCreate is New's).
+var EventTypes = []EventType{EvConfirm, EvStartAccepted, EvStartRejected, EvStarted, EvEnded, EvMeter,
+	EvStop, EvCancel, EvClose, EvChargerOffline, EvChargerOnline, EvOrderCompleted, EvOrderClosed,
+	EvDeductionRegistered, EvDebitFailed, EvPaid, EvDeductNow, EvRefund, EvRefundSucceeded,
+	EvRefundFailed, EvTimer}
+
+// TimerKind names a timer.
+type TimerKind string
+
+// The timers of service.md §1 plus the order poll.
+const (
+	TimerConfirm    TimerKind = "confirm_timeout"
+	TimerStart      TimerKind = "start_timeout"
+	TimerStop       TimerKind = "stop_timeout"
+	TimerOffline    TimerKind = "offline_grace"
+	TimerDebitRetry TimerKind = "debit_retry"
+	TimerPoll       TimerKind = "poll"
+)
+
+// TimerKinds lists every timer kind.
+var TimerKinds = []TimerKind{TimerConfirm, TimerStart, TimerStop, TimerOffline, TimerDebitRetry, TimerPoll}
+
+// Event is one input to the machine. It is a flat record (no interfaces) so
+// it is cheap to build, to persist and to decode; which fields matter depends
+// on Type. At is when the engine received or decided the event: the machine's
+// only notion of "now".
+type Event struct {
+	Type EventType `json:"type"`
+	At   time.Time `json:"at"`
+	By   Source    `json:"by"`
+
+	// ChargerTime is the time the charger reported (txn ts, meter ts); the
+	// machine decides whether it is credible against At.
+	ChargerTime time.Time `json:"charger_time,omitzero"`
+	MeterWh     int64     `json:"meter_wh,omitempty"`
+	Seq         int64     `json:"seq,omitempty"`
+	// Reason: a charger's ended/rejected reason, a cancel or close reason, a
+	// refund reason, a failure description.
+	Reason string `json:"reason,omitempty"`
+	// CmdID is the command an ack answers.
+	CmdID string `json:"cmd_id,omitempty"`
+	// Offline marks a txn event that happened while the charger was offline.
+	Offline bool `json:"offline,omitempty"`
+
+	// Pay Score facts.
+	OutOrderNo string    `json:"out_order_no,omitempty"`
+	Package    string    `json:"package,omitempty"`
+	OrderState string    `json:"order_state,omitempty"` // for EvOrderClosed: REVOKED or EXPIRED
+	Attempt    int       `json:"attempt,omitempty"`     // deduction attempt
+	OutTradeNo string    `json:"out_trade_no,omitempty"`
+	HfSeqID    string    `json:"hf_seq_id,omitempty"`
+	ReqDate    string    `json:"req_date,omitempty"`
+	ByUser     bool      `json:"by_user,omitempty"` // EvPaid: the user paid in WeChat themselves
+	AmountFen  money.Fen `json:"amount_fen,omitempty"`
+	RefundID   string    `json:"refund_id,omitempty"`
+	// EndTime is the end_time actually sent with complete (EvOrderCompleted).
+	EndTime time.Time `json:"end_time,omitzero"`
+
+	// TimerID identifies the timer that fired (EvTimer).
+	TimerID string `json:"timer_id,omitempty"`
+
+	// Creation parameters (EvCreate only).
+	Create *CreateParams `json:"create,omitempty"`
+}
+
+// CreateParams are the facts a session is created with.
+type CreateParams struct {
+	ID            string       `json:"id"`
+	ChargerID     string       `json:"charger_id"`
+	Connector     int          `json:"connector"`
+	OpenID        string       `json:"openid"`
+	MaxAmountFen  money.Fen    `json:"max_amount_fen"`
+	Tariff        money.Tariff `json:"tariff"`
+	OutOrderNo    string       `json:"out_order_no"`
+	Package       string       `json:"package,omitempty"`
+	CreateReqDate string       `json:"create_req_date,omitempty"`
+}
+
+// ErrBadEvent is returned (wrapped) by DecodeEvent and Event.Validate.
+var ErrBadEvent = errors.New("bad event")
+
+// Validate checks that e is well-formed for its type; it does not look at any
+// session. The engine validates everything that comes from outside before it
+// becomes an Event, so a failure here is a programming error or bad stored data.
+func (e Event) Validate() error {
+	known := e.Type == EvCreate
+	for _, t := range EventTypes {
+		if t == e.Type {
+			known = true
+		}
+	}
+	switch {
+	case !known:
+		return fmt.Errorf("%w: unknown type %q", ErrBadEvent, e.Type)
+	case e.At.IsZero():
+		return fmt.Errorf("%w: %s without time", ErrBadEvent, e.Type)
+	case e.By == "":
+		return fmt.Errorf("%w: %s without source", ErrBadEvent, e.Type)
+	}
+	switch e.Type {
+	case EvCreate:
+		if e.Create == nil || e.Create.ID == "" || e.Create.ChargerID == "" || e.Create.Connector <= 0 ||
+			e.Create.MaxAmountFen <= 0 || e.Create.OutOrderNo == "" {
+			return fmt.Errorf("%w: create needs id, charger, connector, max amount and out_order_no", ErrBadEvent)
+		}
+	case EvMeter, EvStarted, EvEnded:
+		if e.MeterWh < 0 {
+			return fmt.Errorf("%w: %s with negative register", ErrBadEvent, e.Type)
+		}
+	case EvTimer:
+		if e.TimerID == "" {
+			return fmt.Errorf("%w: timer without id", ErrBadEvent)
+		}
+	case EvRefund:
+		if e.AmountFen <= 0 || e.RefundID == "" {
+			return fmt.Errorf("%w: refund needs a positive amount and an id", ErrBadEvent)
+		}
+	case EvRefundSucceeded, EvRefundFailed:
+		if e.RefundID == "" {
+			return fmt.Errorf("%w: %s without refund id", ErrBadEvent, e.Type)
+		}
+	case EvDeductionRegistered, EvDebitFailed:
+		if e.Attempt <= 0 {
+			return fmt.Errorf("%w: %s without attempt", ErrBadEvent, e.Type)
+		}
+	}
+	return nil
+}
+
+// DecodeEvent decodes and validates a persisted or queued event.
+func DecodeEvent(b []byte) (Event, error) {
+	var e Event
+	if err := json.Unmarshal(b, &e); err != nil {
+		return Event{}, fmt.Errorf("%w: %v", ErrBadEvent, err)
+	}
+	if err := e.Validate(); err != nil {
+		return Event{}, err
+	}
+	return e, nil
+}

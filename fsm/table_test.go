@@ -1,0 +1,226 @@
+package fsm
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+)
+
+// Outcomes of one (state, event) pair.
+const (
+	refused = "refused" // *RefusedError, nothing changed
+	ignored = "ignored" // no-op: Changed=false, Ignored set
+	data    = "data"    // record changed, state unchanged, no history entry
+)
+
+// canonicalEvent builds the representative event of type typ for session s.
+func canonicalEvent(s Session, typ EventType, at time.Time) Event {
+	e := Event{Type: typ, At: at, By: ByCharger}
+	switch typ {
+	case EvConfirm, EvOrderCompleted, EvOrderClosed, EvDeductionRegistered, EvDebitFailed, EvPaid,
+		EvRefundSucceeded, EvRefundFailed:
+		e.By = ByPayScore
+	case EvStop, EvCancel:
+		e.By = ByApp
+	case EvClose, EvDeductNow, EvRefund:
+		e.By = Operator("ops")
+	case EvTimer:
+		e.By = ByTimer
+	}
+	switch typ {
+	case EvStartAccepted, EvStartRejected:
+		e.CmdID = s.StartCmdID
+		e.Reason = "busy"
+	case EvStarted:
+		e.ChargerTime, e.MeterWh = at, 1000
+	case EvEnded:
+		e.ChargerTime, e.MeterWh, e.Reason = at, 3500, "local"
+	case EvMeter:
+		e.ChargerTime, e.MeterWh, e.Seq = at, 2500, 99
+	case EvOrderClosed:
+		e.OrderState = "REVOKED"
+	case EvDeductionRegistered:
+		e.Attempt, e.OutTradeNo = max(s.Payment.Attempts, 1), "T9"
+	case EvDebitFailed:
+		e.Attempt, e.Reason = max(s.Payment.Attempts, 1), "insufficient balance"
+	case EvPaid:
+		e.AmountFen = s.AmountFen
+	case EvRefund:
+		e.RefundID, e.AmountFen, e.Reason = "r2", 1, "goodwill"
+	case EvRefundSucceeded, EvRefundFailed:
+		e.RefundID = "r1"
+	case EvTimer:
+		e.TimerID = "stale-timer"
+	case EvClose:
+		e.Reason = "stuck"
+	}
+	return e
+}
+
+// expected is the outcome of every (event, state) pair: a state name for a
+// transition (self-transitions included), or refused / ignored / data. The
+// representative sessions are those of sessionIn: stopping has a stop sent
+// and no end known; completed has registration attempt 1 in flight.
+var expected = map[EventType]map[State]string{
+	EvConfirm: {Created: "user_confirmed", UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
+		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvStartAccepted: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
+		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvStartRejected: {Created: ignored, UserConfirmed: "cancelled", Charging: ignored, Stopping: ignored,
+		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvStarted: {Created: ignored, UserConfirmed: "charging", Charging: ignored, Stopping: ignored,
+		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvEnded: {Created: ignored, UserConfirmed: data, Charging: "stopping", Stopping: "stopping",
+		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvMeter: {Created: ignored, UserConfirmed: ignored, Charging: data, Stopping: data,
+		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvStop: {Created: refused, UserConfirmed: refused, Charging: "stopping", Stopping: ignored,
+		Completed: refused, Deducting: refused, Paid: refused, Cancelled: refused, Refunded: refused},
+	EvCancel: {Created: "cancelled", UserConfirmed: "cancelled", Charging: refused, Stopping: refused,
+		Completed: refused, Deducting: refused, Paid: refused, Cancelled: ignored, Refunded: refused},
+	// The representative charging session has delivered nothing yet, so an
+	// operator's close cancels it; the stopping one has energy and is billed.
+	EvClose: {Created: "cancelled", UserConfirmed: "cancelled", Charging: "cancelled", Stopping: "stopping",
+		Completed: refused, Deducting: refused, Paid: refused, Cancelled: refused, Refunded: refused},
+	EvChargerOffline: {Created: ignored, UserConfirmed: data, Charging: data, Stopping: data,
+		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvChargerOnline: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
+		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvOrderCompleted: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: refused,
+		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvOrderClosed: {Created: "cancelled", UserConfirmed: "cancelled", Charging: ignored, Stopping: ignored,
+		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvDeductionRegistered: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
+		Completed: "deducting", Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvDebitFailed: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
+		Completed: data, Deducting: "completed", Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvPaid: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
+		Completed: "paid", Deducting: "paid", Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvDeductNow: {Created: refused, UserConfirmed: refused, Charging: refused, Stopping: refused,
+		Completed: refused, Deducting: refused, Paid: refused, Cancelled: refused, Refunded: refused},
+	EvRefund: {Created: refused, UserConfirmed: refused, Charging: refused, Stopping: refused,
+		Completed: refused, Deducting: refused, Paid: data, Cancelled: refused, Refunded: refused},
+	EvRefundSucceeded: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
+		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvRefundFailed: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
+		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvTimer: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
+		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+}
+
+// TestEveryStateEventPair checks the outcome of every (state, event) pair,
+// illegal ones included, in the manner of evcc's statusEvents tests.
+func TestEveryStateEventPair(t *testing.T) {
+	if len(expected) != len(EventTypes) {
+		t.Fatalf("expected covers %d events, there are %d", len(expected), len(EventTypes))
+	}
+	for _, typ := range EventTypes {
+		for _, st := range States {
+			t.Run(fmt.Sprintf("%s/%s", st, typ), func(t *testing.T) {
+				want, ok := expected[typ][st]
+				if !ok {
+					t.Fatalf("no expectation for (%s, %s)", st, typ)
+				}
+				b := sessionIn(t, st)
+				before := b.s.Clone()
+				e := canonicalEvent(b.s, typ, b.tick(time.Minute))
+				r, err := b.m.Apply(b.s, e)
+				if !reflect.DeepEqual(before, b.s) {
+					t.Fatal("Apply changed the caller's session")
+				}
+				switch want {
+				case refused:
+					if !isRefused(err) {
+						t.Fatalf("want refused, got err=%v result state=%s ignored=%q", err, r.Session.State, r.Ignored)
+					}
+					return
+				case ignored:
+					if err != nil || r.Changed || r.Ignored == "" || len(r.Effects) != 0 {
+						t.Fatalf("want ignored, got err=%v changed=%v ignored=%q effects=%v", err, r.Changed, r.Ignored, effectKinds(r.Effects))
+					}
+					if !reflect.DeepEqual(r.Session, before) {
+						t.Fatal("an ignored event changed the session")
+					}
+					return
+				}
+				if err != nil {
+					t.Fatalf("want %s, got %v", want, err)
+				}
+				if !r.Changed {
+					t.Fatalf("want %s, got no change (ignored %q)", want, r.Ignored)
+				}
+				if want == data {
+					if r.Session.State != st || r.Transitioned() {
+						t.Fatalf("want data-only change, got %s with history %v", r.Session.State, r.History)
+					}
+					return
+				}
+				if string(r.Session.State) != want {
+					t.Fatalf("want %s, got %s", want, r.Session.State)
+				}
+				if !r.Transitioned() || r.History[len(r.History)-1].To != State(want) || r.History[0].From != st {
+					t.Fatalf("history %+v does not record %s→%s", r.History, st, want)
+				}
+				isRow := slices.ContainsFunc(Table, func(row Transition) bool { return row.Name == string(r.History[0].Event) })
+				if !isRow || r.History[0].By != e.By || !r.History[0].At.Equal(e.At) {
+					t.Fatalf("history entry %+v does not name event/source/time", r.History[0])
+				}
+			})
+		}
+	}
+}
+
+// TestTableMatchesLooplab checks that every row of Table is reachable through
+// looplab and that looplab refuses what Table does not list.
+func TestTableMatchesLooplab(t *testing.T) {
+	names := map[string]bool{}
+	for _, row := range Table {
+		names[row.Name] = true
+		for _, src := range row.Src {
+			dst, err := fire(src, row.Name)
+			if err != nil || dst != row.Dst {
+				t.Errorf("%s from %s: got %s, %v; want %s", row.Name, src, dst, err, row.Dst)
+			}
+		}
+	}
+	for name := range names {
+		for _, st := range States {
+			listed := slices.ContainsFunc(Table, func(r Transition) bool { return r.Name == name && slices.Contains(r.Src, st) })
+			if _, err := fire(st, name); (err == nil) != listed {
+				t.Errorf("%s from %s: looplab err=%v, table lists it: %v", name, st, err, listed)
+			}
+		}
+	}
+	for _, st := range States {
+		if !slices.ContainsFunc(Table, func(r Transition) bool { return r.Dst == st }) && st != Created {
+			t.Errorf("state %s is never entered", st)
+		}
+	}
+}
+
+func TestEveryStateAndEventHasItsSpecName(t *testing.T) {
+	wantStates := []string{"created", "user_confirmed", "charging", "stopping", "completed", "deducting", "paid", "cancelled", "refunded"}
+	for i, s := range States {
+		if string(s) != wantStates[i] {
+			t.Errorf("state %d = %q, want %q", i, s, wantStates[i])
+		}
+	}
+	wantFlags := []string{"charger_offline", "clock_skew", "meter_anomaly", "stop_unconfirmed", "amount_capped", "payment_overdue", "closed_by_operator"}
+	for i, f := range Flags {
+		if string(f) != wantFlags[i] {
+			t.Errorf("flag %d = %q, want %q", i, f, wantFlags[i])
+		}
+	}
+}
+
+func TestRestoreRejectsUnknownState(t *testing.T) {
+	b := newBuilder(t)
+	s := b.s
+	s.State = "charged"
+	_, err := b.m.Apply(s, Event{Type: EvStop, At: t0, By: ByApp})
+	if err == nil || isRefused(err) {
+		t.Fatalf("unknown state: err = %v, want a corrupt-session error", err)
+	}
+}
