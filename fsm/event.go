@@ -48,6 +48,9 @@ const (
 	// EvDebitFailed: a deduction attempt failed (registration refused, debit
 	// refused, or found failed by query).
 	EvDebitFailed EventType = "debit_failed"
+	// EvDebitSent: payscorepay accepted the debit of attempt Attempt and is
+	// processing it; HfSeqID and ReqDate are kept for a later refund.
+	EvDebitSent EventType = "debit_sent"
 	// EvPaid: DONE+USER_PAID is known from a verified source.
 	EvPaid EventType = "paid"
 	// EvDeductNow: an operator asks for a debit attempt now.
@@ -64,7 +67,7 @@ const (
 // EventTypes lists every event Apply accepts (EvCreate is New's).
 var EventTypes = []EventType{EvConfirm, EvStartAccepted, EvStartRejected, EvStarted, EvEnded, EvMeter,
 	EvStop, EvCancel, EvClose, EvChargerOffline, EvChargerOnline, EvOrderCompleted, EvOrderClosed,
-	EvDeductionRegistered, EvDebitFailed, EvPaid, EvDeductNow, EvRefund, EvRefundSucceeded,
+	EvDeductionRegistered, EvDebitSent, EvDebitFailed, EvPaid, EvDeductNow, EvRefund, EvRefundSucceeded,
 	EvRefundFailed, EvTimer}
 
 // TimerKind names a timer.
@@ -182,7 +185,7 @@ func (e Event) Validate() error {
 		if e.RefundID == "" {
 			return fmt.Errorf("%w: %s without refund id", ErrBadEvent, e.Type)
 		}
-	case EvDeductionRegistered, EvDebitFailed:
+	case EvDeductionRegistered, EvDebitFailed, EvDebitSent:
 		if e.Attempt <= 0 {
 			return fmt.Errorf("%w: %s without attempt", ErrBadEvent, e.Type)
 		}

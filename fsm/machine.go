@@ -385,6 +385,15 @@ func (st *step) run() error {
 		st.arm(TimerPoll, e.At.Add(st.m.cfg.PollInterval))
 		return nil
 
+	case EvDebitSent:
+		p := &s.Payment
+		if s.State != Deducting || e.Attempt != p.DebitAttempt || e.HfSeqID == "" || p.HfSeqID == e.HfSeqID {
+			return st.ignore("no debit of attempt " + strconv.Itoa(e.Attempt) + " to record")
+		}
+		p.HfSeqID, p.ReqDate = e.HfSeqID, e.ReqDate
+		st.res.Changed = true
+		return nil
+
 	case EvDebitFailed:
 		p := &s.Payment
 		if e.Attempt != p.Attempts || (s.State != Deducting && s.State != Completed) {

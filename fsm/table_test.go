@@ -19,7 +19,7 @@ const (
 func canonicalEvent(s Session, typ EventType, at time.Time) Event {
 	e := Event{Type: typ, At: at, By: ByCharger}
 	switch typ {
-	case EvConfirm, EvOrderCompleted, EvOrderClosed, EvDeductionRegistered, EvDebitFailed, EvPaid,
+	case EvConfirm, EvOrderCompleted, EvOrderClosed, EvDeductionRegistered, EvDebitFailed, EvDebitSent, EvPaid,
 		EvRefundSucceeded, EvRefundFailed:
 		e.By = ByPayScore
 	case EvStop, EvCancel:
@@ -45,6 +45,8 @@ func canonicalEvent(s Session, typ EventType, at time.Time) Event {
 		e.Attempt, e.OutTradeNo = max(s.Payment.Attempts, 1), "T9"
 	case EvDebitFailed:
 		e.Attempt, e.Reason = max(s.Payment.Attempts, 1), "insufficient balance"
+	case EvDebitSent:
+		e.Attempt, e.HfSeqID, e.ReqDate = max(s.Payment.Attempts, 1), "HF9", "20261126"
 	case EvPaid:
 		e.AmountFen = s.AmountFen
 	case EvRefund:
@@ -94,6 +96,8 @@ var expected = map[EventType]map[State]string{
 		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
 	EvDeductionRegistered: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
 		Completed: "deducting", Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvDebitSent: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
+		Completed: ignored, Deducting: data, Paid: ignored, Cancelled: ignored, Refunded: ignored},
 	EvDebitFailed: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
 		Completed: data, Deducting: "completed", Paid: ignored, Cancelled: ignored, Refunded: ignored},
 	EvPaid: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
