@@ -199,3 +199,12 @@ func mustPublish(t testing.TB, c paho.Client, topic string, payload []byte) {
 		t.Fatalf("publish %s: %v", topic, tok.Error())
 	}
 }
+
+func readFile(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
