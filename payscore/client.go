@@ -70,9 +70,9 @@ const maxReplyBytes = 1 << 20
 // New checks cfg and returns a Client.
 func New(cfg Config) (*Client, error) {
 	var missing []string
-	for name, v := range map[string]string{"BaseURL": cfg.BaseURL, "SysID": cfg.SysID, "ProductID": cfg.ProductID, "HuifuID": cfg.HuifuID} {
-		if v == "" {
-			missing = append(missing, name)
+	for _, f := range []struct{ name, v string }{{"BaseURL", cfg.BaseURL}, {"SysID", cfg.SysID}, {"ProductID", cfg.ProductID}, {"HuifuID", cfg.HuifuID}} {
+		if f.v == "" {
+			missing = append(missing, f.name)
 		}
 	}
 	if cfg.Signer == nil {

@@ -146,8 +146,8 @@ func IsOrderNotExist(err error) bool {
 	return codeIs(err, []string{CodeNotFound}, WeChatOrderNotExist)
 }
 
-// IsParamError: a parameter was refused (resp_code 10000000/21000000 or
-// PARAM_ERROR). Such a request will never succeed unchanged.
+// IsParamError: a parameter was refused (resp_code 10000000 or PARAM_ERROR
+// in resp_desc). Such a request will never succeed unchanged.
 func IsParamError(err error) bool {
 	return codeIs(err, []string{CodeBadParameter}, WeChatParamError)
 }

@@ -66,8 +66,7 @@ const (
 )
 
 var wechatNames = []string{
-	// INVALID_ORDER_STATE before the others: no name is a substring of
-	// another, but keep the longest first should one ever be added.
+	// No name is a substring of another, so the order does not matter.
 	WeChatInvalidOrderState, WeChatFrequencyLimited, WeChatOrderNotExist,
 	WeChatOrderCanceled, WeChatSystemError, WeChatParamError, WeChatOrderDone,
 }
