@@ -57,7 +57,6 @@ func TestUnreachableIsRetryable(t *testing.T) {
 	}
 }
 
-
 // A closed store says so; a restarted Redis (script cache flushed) still
 // runs the scripts (EVALSHA falls back to EVAL outside pipelines).
 func TestClosedAndScriptCacheFlush(t *testing.T) {
