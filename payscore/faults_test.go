@@ -237,3 +237,19 @@ func TestObserverSeesEveryAttempt(t *testing.T) {
 		t.Fatalf("infos %+v", e.calls.infos)
 	}
 }
+
+// A business refusal (risk control) is final: neither retried nor uncertain,
+// and nothing was created.
+func TestRefusalIsFinal(t *testing.T) {
+	e := newEnv(t)
+	if err := e.sb.FailNext(payscore.PathCreateOrder, 1, sandbox.FaultRefuse); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.client.CreateOrder(bg, e.createReq("refused1", 5000))
+	if err == nil || payscore.IsRetryable(err) || payscore.IsUncertain(err) {
+		t.Fatalf("got %v, want a final refusal", err)
+	}
+	if n := len(e.sb.Orders()); n != 0 {
+		t.Fatalf("%d orders created", n)
+	}
+}

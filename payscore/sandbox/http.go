@@ -49,6 +49,9 @@ func (s *Sandbox) api(path string, op func(*Sandbox, map[string]string) (reply, 
 		case FaultSystemError:
 			s.writeReply(w, fail(payscore.CodeSystemError, payscore.WeChatSystemError, "系统异常"), "")
 			return
+		case FaultRefuse:
+			s.writeReply(w, fail(payscore.CodeRisk, "RULE_LIMIT", "风控拒绝"), "")
+			return
 		}
 		rep := s.execute(path, op, r)
 		switch fault {

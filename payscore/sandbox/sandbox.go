@@ -243,11 +243,15 @@ const (
 	FaultLostReply    FaultKind = "lost_reply"    // execute, then hang: the reply never arrives
 	FaultUnsigned     FaultKind = "unsigned"      // execute, reply without sign
 	FaultBadSignature FaultKind = "bad_signature" // execute, reply with a wrong sign
+	// FaultRefuse answers a signed business refusal (resp_code 90000000,
+	// risk control), not executed: what WeChat says to a user it will not
+	// serve.
+	FaultRefuse FaultKind = "refuse"
 )
 
 func (k FaultKind) valid() bool {
 	switch k {
-	case Fault5xx, FaultTimeout, FaultSystemError, FaultExecuted5xx, FaultLostReply, FaultUnsigned, FaultBadSignature:
+	case Fault5xx, FaultTimeout, FaultSystemError, FaultExecuted5xx, FaultLostReply, FaultUnsigned, FaultBadSignature, FaultRefuse:
 		return true
 	}
 	return false
