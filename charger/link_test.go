@@ -13,6 +13,7 @@ import (
 
 	"github.com/chargeflow/chargeflow/charger"
 	"github.com/chargeflow/chargeflow/charger/sim"
+	"github.com/chargeflow/chargeflow/internal/testenv"
 )
 
 // fleet starts simulated chargers against b and closes them at the end.
@@ -389,4 +390,37 @@ func testRestart(t *testing.T, b *broker) {
 	// Power the chargers off while the broker is up: a paho client stopped
 	// while it reconnects lingers in a back-off sleep that goleak would see.
 	_ = f.Close()
+}
+
+func TestStartFailsCleanly(t *testing.T) {
+	l, err := charger.NewPahoLink(charger.PahoConfig{URL: fmt.Sprintf("tcp://127.0.0.1:%d", testenv.FreePort(t)), ClientID: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := l.Start(ctx, (&recorder{}).handle); err == nil {
+		t.Fatal("Start succeeded without a broker")
+	}
+	if err := l.SendCommand(ctx, "CP1", startCmd("c", "s", 1)); err == nil {
+		t.Fatal("SendCommand on a closed link succeeded")
+	}
+	_ = l.Close()
+	if _, err := charger.NewPahoLink(charger.PahoConfig{URL: "tcp://x"}); err == nil {
+		t.Fatal("missing ClientID accepted")
+	}
+	if _, err := charger.NewEmbeddedBroker(charger.EmbeddedConfig{}); err == nil {
+		t.Fatal("missing Credentials accepted")
+	}
+	// A taken port fails at Start, and Close twice is fine.
+	b := embeddedBroker(t)
+	first := b.newLink(t, "")
+	startLink(t, first, (&recorder{}).handle)
+	second := b.newLink(t, "")
+	if err := second.Start(ctx, (&recorder{}).handle); err == nil {
+		t.Fatal("second broker on the same port started")
+	}
+	_ = second.Close()
+	_ = first.Close()
+	_ = first.Close()
 }
