@@ -93,7 +93,14 @@ func MosquittoProcess(t testing.TB, extraConfig string) *Process {
 		if !strings.Contains(extraConfig, "persistence ") {
 			conf += "persistence false\n"
 		}
-		conf += "max_queued_messages 100000\n" + extraConfig + "\n"
+		// An unlimited inflight window: chargeflow acknowledges a QoS 1
+		// message only once it is stored, and with Mosquitto's default
+		// window of 20 a client's messages were seen reordered.
+		conf += "max_queued_messages 100000\n"
+		if !strings.Contains(extraConfig, "max_inflight_messages") {
+			conf += "max_inflight_messages 0\n"
+		}
+		conf += extraConfig + "\n"
 		path := filepath.Join(dir, "mosquitto.conf")
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 			t.Fatalf("testenv: write mosquitto config: %v", err)
