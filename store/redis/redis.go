@@ -481,7 +481,19 @@ func (s *Store) apply(ctx context.Context, mode string, c store.Commit, rec fsm.
 			}
 		}
 	}
+	var change store.Change
+	var feedCmd *redis.Cmd
+	if c.Publish {
+		change = store.Change{Kind: store.ChangeSession, SessionID: rec.ID, Version: rec.Version,
+			ChargerID: rec.ChargerID, At: rec.UpdatedAt, Data: c.ChangeData}
+	}
 	_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if c.Publish {
+			// EVALSHA in a pipeline does not fall back to EVAL: a NOSCRIPT
+			// (server restarted) is retried below with Script.Run.
+			keys, args := s.feedArgs(change)
+			feedCmd = feedScript.EvalSha(ctx, p, keys, args...)
+		}
 		for _, id := range added {
 			p.ZAdd(ctx, s.dueKey(), redis.Z{Score: due[id], Member: member(rec.ID, id)})
 		}
@@ -493,7 +505,7 @@ func (s *Store) apply(ctx context.Context, mode string, c store.Commit, rec fsm.
 		}
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, redis.Nil) {
 		s.opts.Logger.Warn("redisstore: index follow-up", "session", rec.ID, "err", err)
 	}
 	if len(stale) > 0 {
@@ -508,9 +520,8 @@ func (s *Store) apply(ctx context.Context, mode string, c store.Commit, rec fsm.
 	if old != nil && old.OutOrderNo != "" && old.OutOrderNo != rec.OutOrderNo {
 		_ = casScript.Run(ctx, s.c, []string{s.oonKey(old.OutOrderNo)}, rec.ID, "").Err()
 	}
-	if c.Publish {
-		if err := s.publish(ctx, store.Change{Kind: store.ChangeSession, SessionID: rec.ID, Version: rec.Version,
-			ChargerID: rec.ChargerID, At: rec.UpdatedAt, Data: c.ChangeData}); err != nil {
+	if feedCmd != nil && feedCmd.Err() != nil && !errors.Is(feedCmd.Err(), redis.Nil) {
+		if err := s.publish(ctx, change); err != nil {
 			s.opts.Logger.Warn("redisstore: feed append lost", "session", rec.ID, "version", rec.Version, "err", err)
 		}
 	}
@@ -1165,10 +1176,14 @@ func (s *Store) ListAnomalies(ctx context.Context, limit int, cursor string) (st
 
 // ---- the change feed ----
 
+func (s *Store) feedArgs(c store.Change) ([]string, []any) {
+	return []string{s.feedKey(), s.feedVerKey(c.SessionID)},
+		[]any{c.Version, s.opts.MaxChanges, "k", string(c.Kind), "s", c.SessionID, "v", c.Version,
+			"c", c.ChargerID, "at", c.At.Format(time.RFC3339Nano), "d", c.Data}
+}
+
 func (s *Store) publish(ctx context.Context, c store.Change) error {
-	keys := []string{s.feedKey(), s.feedVerKey(c.SessionID)}
-	args := []any{c.Version, s.opts.MaxChanges, "k", string(c.Kind), "s", c.SessionID, "v", c.Version,
-		"c", c.ChargerID, "at", c.At.Format(time.RFC3339Nano), "d", c.Data}
+	keys, args := s.feedArgs(c)
 	err := feedScript.Run(ctx, s.c, keys, args...).Err()
 	if errors.Is(err, redis.Nil) {
 		return nil // a newer version of the session was already appended
