@@ -43,7 +43,7 @@
 //     the new record to its list sets and P:oon. If the script then fails or
 //     the process dies, the extra entries point at nothing (or at a record
 //     that does not match) and are skipped or cleaned up by readers.
-//   - After the script: the tasks it really added are added to P:{due] again,
+//   - After the script: the tasks it really added are indexed again,
 //     the disarmed ones and the memberships the old record had and the new one
 //     lacks are removed; a removal is followed by a re-read of the record and
 //     a re-add if a later commit needs the entry again, so crossing commits of
@@ -64,7 +64,7 @@
 //     stale (that session ended, or its creation died) and is taken over. A
 //     key naming a session that does not exist yet is respected for
 //     Options.ConnectorGrace, the time a creation can be in flight.
-//   - The feed is appended after the script (a change must never announce a
+//   - The feed is appended after the script, in the follow-up pipeline (a change must never announce a
 //     version that lost its compare-and-set). A crash between the two loses
 //     that one live-board update, never session data: the record and history
 //     are the truth and the next change carries the full snapshot. Appends of
