@@ -50,19 +50,19 @@ var merchantKey = sync.OnceValues(func() (*rsa.PrivateKey, error) { return rsa.G
 // the engine's commander, the engine, and the API on an httptest server
 // that is also the sandbox's notify_url.
 type stack struct {
-	t      testing.TB
-	store  *boltstore.Store
-	sb     *sandbox.Sandbox
-	huifu  *httptest.Server
-	pay    *payscore.Client
-	broker *charger.EmbeddedBroker
-	eng    *session.Engine
-	api    *server
-	srv    *httptest.Server
-	http   *http.Client
-	keys   payscoretest.Keys
-	cfg    payscore.Config
-	logs   *bytes.Buffer
+	t       testing.TB
+	store   *boltstore.Store
+	sb      *sandbox.Sandbox
+	huifu   *httptest.Server
+	pay     *payscore.Client
+	broker  *charger.EmbeddedBroker
+	eng     *session.Engine
+	api     *server
+	srv     *httptest.Server
+	http    *http.Client
+	keys    payscoretest.Keys
+	cfg     payscore.Config
+	logs    *bytes.Buffer
 	handler atomic.Pointer[http.Handler]
 }
 

@@ -210,7 +210,7 @@ func openAPIDocument(extra []string) obj {
 				"invalid, not_found, conflict, unauthorized, forbidden, unavailable, payment_refused, internal. " +
 				"Times are RFC 3339; money is integer fen.",
 		},
-		"tags": []obj{{"name": "sessions"}, {"name": "chargers"}, {"name": "tariffs"}, {"name": "operations"}, {"name": "payment provider"}},
+		"tags":  []obj{{"name": "sessions"}, {"name": "chargers"}, {"name": "tariffs"}, {"name": "operations"}, {"name": "payment provider"}},
 		"paths": paths,
 		"components": obj{
 			"securitySchemes": obj{"bearer": obj{"type": "http", "scheme": "bearer",
@@ -234,7 +234,9 @@ func openAPIDocument(extra []string) obj {
 func openAPIPath(p string) string { return p }
 
 func schemas() obj {
-	fen := func(desc string) obj { return obj{"type": "integer", "format": "int64", "description": desc + " (fen)"} }
+	fen := func(desc string) obj {
+		return obj{"type": "integer", "format": "int64", "description": desc + " (fen)"}
+	}
 	return obj{
 		"Problem": object([]string{"type", "title", "status", "detail", "code"}, obj{
 			"type":       obj{"type": "string", "format": "uri", "description": ProblemTypeBase + "<code>"},
@@ -286,7 +288,7 @@ func schemas() obj {
 			"id": str(""), "amount_fen": fen("refunded"), "reason": str(""), "by": str(""),
 			"at": obj{"type": "string", "format": "date-time"}, "status": obj{"type": "string", "enum": []string{"pending", "succeeded", "failed"}},
 		}),
-		"Live": object(nil, obj{"last_meter_wh": integer(""), "last_meter_at": timeOrNull(""), "energy_wh": integer(""), "amount_fen": fen("so far")}),
+		"Live":  object(nil, obj{"last_meter_wh": integer(""), "last_meter_at": timeOrNull(""), "energy_wh": integer(""), "amount_fen": fen("so far")}),
 		"Timer": object(nil, obj{"id": str(""), "kind": str(""), "due_at": obj{"type": "string", "format": "date-time"}}),
 		"Session": object([]string{"id", "state", "flags", "charger_id", "connector", "openid", "out_order_no", "max_amount_fen",
 			"energy_wh", "amount_fen", "lines", "tariff", "created_at", "payment", "refunds", "history"}, obj{
