@@ -302,9 +302,9 @@ func TestChargersTariffsStats(t *testing.T) {
 		t.Fatalf("updated %+v", one)
 	}
 	for body, field := range map[string]string{
-		`{"connectors":[]}`:                          "connectors",
-		`{"connectors":[1,1]}`:                       "connectors",
-		`{"connectors":[1],"password":"short"}`:      "password",
+		`{"connectors":[]}`:                         "connectors",
+		`{"connectors":[1,1]}`:                      "connectors",
+		`{"connectors":[1],"password":"short"}`:     "password",
 		`{"connectors":[1],"tariff_id":"nonesuch"}`: "tariff_id",
 	} {
 		r := st.do(t, req{method: "PUT", path: "/v1/chargers/CP9", token: operatorToken, body: body})
