@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -431,4 +432,83 @@ func TestCloseDeductRefund(t *testing.T) {
 		t.Fatalf("refunds %+v", v.Refunds)
 	}
 	st.mustStatus(t, req{method: "POST", path: "/v1/sessions/" + b.ID + "/refund", token: appToken, body: `{"amount_fen":1,"reason":"x"}`}, http.StatusForbidden)
+}
+
+// TestConcurrentRetries: the same key sent many times at once creates one
+// session; every answer is that session (201, identical) or "still being
+// served" (409).
+func TestConcurrentRetries(t *testing.T) {
+	st := newStack(t)
+	st.setup(t, "CP1")
+	key := newKey()
+	const n = 8
+	results := make(chan response, n)
+	for range n {
+		go func() {
+			results <- st.do(t, req{method: "POST", path: "/v1/sessions", token: appToken, body: createBody("CP1", 1),
+				header: map[string]string{"Idempotency-Key": key}})
+		}()
+	}
+	var created []byte
+	for range n {
+		r := <-results
+		switch r.status {
+		case http.StatusCreated:
+			if created != nil && !bytes.Equal(created, r.body) {
+				t.Fatalf("two different answers:\n%s\n%s", created, r.body)
+			}
+			created = r.body
+		case http.StatusConflict:
+			if p := r.problem(t); !strings.Contains(p.Detail, "still being served") {
+				t.Fatalf("conflict %+v", p)
+			}
+		default:
+			t.Fatalf("status %d %s", r.status, r.body)
+		}
+	}
+	if created == nil {
+		t.Fatal("no request created the session")
+	}
+	if len(st.sb.Orders()) != 1 {
+		t.Fatalf("%d Pay Score orders", len(st.sb.Orders()))
+	}
+}
+
+// TestWithEngineRunning drives a session with the engine's workers running
+// and the sandbox playing the user: the sandbox's own signed notification
+// reaches the API and confirms the session; the app's cancel makes the
+// engine revoke the Pay Score order.
+func TestWithEngineRunning(t *testing.T) {
+	st := newStack(t)
+	ctx, cancel := context.WithCancel(bg)
+	done := make(chan struct{})
+	go func() { defer close(done); st.eng.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	st.setup(t, "CP1")
+	v := st.create(t, "CP1", 1)
+	if err := st.sb.Confirm(v.OutOrderNo); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the confirmation", func() bool { return st.view(t, v.ID).State == fsm.UserConfirmed })
+	st.mustStatus(t, req{method: "POST", path: "/v1/sessions/" + v.ID + "/cancel", token: appToken}, http.StatusOK)
+	waitFor(t, "the order's revocation", func() bool {
+		o, _ := st.sb.Order(v.OutOrderNo)
+		return o.State == payscore.StateRevoked
+	})
+	if d := st.sb.Deliveries(); len(d) == 0 {
+		t.Fatal("the sandbox delivered nothing")
+	}
+}
+
+// waitFor polls cond for up to 15 s (a bound, not a timing assertion).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 15 s for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
