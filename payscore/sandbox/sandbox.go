@@ -274,17 +274,25 @@ func (s *Sandbox) FailNext(path string, n int, kind FaultKind) error {
 // FailDebits makes the next n debits fail the way real ones do: silently.
 // The debit is accepted (P), the order stays DOING/MCH_COMPLETE unpaid, the
 // registration is spent and shows trans_stat F; no notification is sent.
+// Calls add up; FailDebits(0) clears what is left.
 func (s *Sandbox) FailDebits(n int) {
 	s.mu.Lock()
-	s.failDebits += n
+	s.failDebits = max(s.failDebits+n, 0)
+	if n <= 0 {
+		s.failDebits = 0 // FailDebits(0) clears what is left
+	}
 	s.mu.Unlock()
 }
 
 // LoseNotifications drops the next n notifications entirely (no delivery
-// attempt at all), so the client must find the facts by query.
+// attempt at all), so the client must find the facts by query. Calls add
+// up; LoseNotifications(0) clears what is left.
 func (s *Sandbox) LoseNotifications(n int) {
 	s.mu.Lock()
-	s.lose += n
+	s.lose = max(s.lose+n, 0)
+	if n <= 0 {
+		s.lose = 0 // LoseNotifications(0) clears what is left
+	}
 	s.mu.Unlock()
 }
 

@@ -1,0 +1,396 @@
+// Package session runs charging sessions. For every input — an API call, a
+// charger message, a verified notification, a due timer, the result of an
+// order query — it loads the session, applies the event through fsm, commits
+// the new record with the effects it asks for in ONE store step, and then
+// performs the effects from the outbox: MQTT commands, Pay Score calls,
+// timers. Workers claim outbox entries with leases, so a crash loses nothing
+// and two instances never perform the same entry at once; every effect is
+// idempotent (deterministic command ids and req_seq_ids), so an entry
+// performed twice after a lease expiry does no harm.
+package session
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/chargeflow/chargeflow/charger"
+	"github.com/chargeflow/chargeflow/fsm"
+	"github.com/chargeflow/chargeflow/payscore"
+	"github.com/chargeflow/chargeflow/store"
+)
+
+// PayScore is the part of the Huifu client the engine uses (*payscore.Client).
+type PayScore interface {
+	CreateOrder(ctx context.Context, r payscore.CreateOrderRequest) (*payscore.CreateOrderResponse, error)
+	QueryOrder(ctx context.Context, loc payscore.OrderLocator) (*payscore.Order, error)
+	CancelOrder(ctx context.Context, r payscore.CancelOrderRequest) error
+	CompleteOrder(ctx context.Context, r payscore.CompleteOrderRequest) error
+	RegisterDeduction(ctx context.Context, r payscore.RegisterDeductionRequest) (*payscore.Registration, error)
+	QueryDeduction(ctx context.Context, loc payscore.OrderLocator) (*payscore.DeductionStatus, error)
+	Debit(ctx context.Context, r payscore.DebitRequest) (*payscore.DebitResult, error)
+	Refund(ctx context.Context, r payscore.RefundRequest) (*payscore.RefundResult, error)
+}
+
+// Commander publishes to chargers (a charger.Link).
+type Commander interface {
+	SendCommand(ctx context.Context, chargerID string, c charger.Command) error
+	AckTxn(ctx context.Context, chargerID, eventID string) error
+}
+
+// Observer receives what the engine does, for metrics. All methods must be
+// cheap and safe for concurrent use. A nil Observer is allowed.
+type Observer interface {
+	Transition(from, to fsm.State, event fsm.EventType)
+	Effect(kind fsm.EffectKind, outcome string) // outcome: done, retried, failed, skipped
+	Anomaly()
+	ConfirmToStart(d time.Duration)
+}
+
+// Config configures an Engine.
+type Config struct {
+	Machine fsm.Config
+	// InstanceID names this process: the outbox lease owner, the log field.
+	InstanceID string
+	// Workers perform outbox entries concurrently (default 4).
+	Workers int
+	// Lease is how long a claimed entry is ours (default 30 s); a crashed
+	// worker's entries come back after it.
+	Lease time.Duration
+	// IdleWait is how long a worker sleeps when nothing is due (default
+	// 200 ms); a commit wakes the workers at once.
+	IdleWait time.Duration
+	// EffectRetry is the back-off of a failed effect: doubled per attempt
+	// from the first value up to the second (default 1 s … 5 min).
+	EffectRetryMin, EffectRetryMax time.Duration
+	// EndTimeMargin keeps end_time this far before the complete call.
+	EndTimeMargin time.Duration
+	// ServiceIntroduction is shown to the user in WeChat (≤ 20 chars).
+	ServiceIntroduction string
+	// GoodsDesc describes the debit.
+	GoodsDesc string
+	// ClientIP is sent in risk_check_data.
+	ClientIP string
+	// MaxAmountFen bounds the spending cap a session may ask for.
+	MaxAmountFen int64
+	// TxnDedupTTL keeps processed charger event ids (default 7 days).
+	TxnDedupTTL time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Workers <= 0 {
+		c.Workers = 4
+	}
+	if c.Lease <= 0 {
+		c.Lease = 30 * time.Second
+	}
+	if c.IdleWait <= 0 {
+		c.IdleWait = 200 * time.Millisecond
+	}
+	if c.EffectRetryMin <= 0 {
+		c.EffectRetryMin = time.Second
+	}
+	if c.EffectRetryMax <= 0 {
+		c.EffectRetryMax = 5 * time.Minute
+	}
+	if c.EndTimeMargin <= 0 {
+		c.EndTimeMargin = time.Second
+	}
+	if c.ServiceIntroduction == "" {
+		c.ServiceIntroduction = "电动汽车充电"
+	}
+	if c.GoodsDesc == "" {
+		c.GoodsDesc = "充电费用"
+	}
+	if c.ClientIP == "" {
+		c.ClientIP = "127.0.0.1"
+	}
+	if c.MaxAmountFen <= 0 {
+		c.MaxAmountFen = 100_000 // 1000 yuan
+	}
+	if c.TxnDedupTTL <= 0 {
+		c.TxnDedupTTL = 7 * 24 * time.Hour
+	}
+	if c.InstanceID == "" {
+		c.InstanceID = "chargeflow"
+	}
+}
+
+// Engine runs sessions. It is safe for concurrent use; Run owns the workers.
+type Engine struct {
+	cfg     Config
+	machine *fsm.Machine
+	store   store.Store
+	pay     PayScore
+	cmd     Commander
+	log     *slog.Logger
+	obs     Observer
+	now     func() time.Time
+
+	kick chan struct{} // wakes the workers after a commit
+	// acks holds txn acknowledgements to publish. They are sent by Run's
+	// acker, never from the charger handler: a link's handler must not wait
+	// on the same link's publishes. Best effort: a charger re-sends an
+	// unacknowledged event and gets its ack then.
+	acks chan txnAck
+
+	heardMu sync.Mutex
+	heard   map[string]time.Time // charger → last time LastHeardAt was written
+}
+
+// New returns an engine. now may be nil (time.Now).
+func New(cfg Config, st store.Store, pay PayScore, cmd Commander, log *slog.Logger, obs Observer, now func() time.Time) (*Engine, error) {
+	cfg.defaults()
+	m, err := fsm.New(cfg.Machine)
+	if err != nil {
+		return nil, fmt.Errorf("session machine: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Engine{cfg: cfg, machine: m, store: st, pay: pay, cmd: cmd, log: log, obs: obs, now: now,
+		kick: make(chan struct{}, 1), acks: make(chan txnAck, 4096), heard: map[string]time.Time{}}, nil
+}
+
+// Store returns the engine's store (for read-only views in the api package).
+func (e *Engine) Store() store.Store { return e.store }
+
+// Machine returns the engine's session machine.
+func (e *Engine) Machine() *fsm.Machine { return e.machine }
+
+// maxConflicts bounds the reload-and-reapply loop on version conflicts.
+const maxConflicts = 50
+
+// Apply loads session id, applies ev and commits the result with its
+// effects. A version conflict (another process committed first) reloads and
+// re-applies. It returns the result; a refused event is a *fsm.RefusedError.
+func (e *Engine) Apply(ctx context.Context, id string, ev fsm.Event) (fsm.Result, error) {
+	for range maxConflicts {
+		s, err := e.store.GetSession(ctx, id)
+		if err != nil {
+			return fsm.Result{}, err
+		}
+		r, err := e.machine.Apply(s, ev)
+		if err != nil {
+			return fsm.Result{}, err
+		}
+		if !r.Changed {
+			e.anomalies(ctx, s, ev, r.Anomalies, nil)
+			return r, nil
+		}
+		c := store.Commit{ExpectedVersion: s.Version, Session: r.Session, History: r.History, Effects: r.Effects,
+			Publish: publishes(ev, r)}
+		if c.Publish {
+			c.ChangeData, err = e.changeData(ctx, r.Session, r.History)
+			if err != nil {
+				return fsm.Result{}, err
+			}
+		}
+		err = e.store.Commit(ctx, c)
+		if errors.Is(err, store.ErrVersionConflict) {
+			continue
+		}
+		if err != nil {
+			return fsm.Result{}, fmt.Errorf("commit %s: %w", ev.Type, err)
+		}
+		r.Session.Version = s.Version + 1
+		e.committed(ctx, s, ev, r)
+		return r, nil
+	}
+	return fsm.Result{}, fmt.Errorf("apply %s to %s: %w after %d attempts", ev.Type, id, store.ErrVersionConflict, maxConflicts)
+}
+
+// publishes says whether a change goes to the feed: every transition and
+// every change an operator would want to see live, but not each meter
+// sample or timer re-arm (the board shows live energy from the record).
+func publishes(ev fsm.Event, r fsm.Result) bool {
+	if r.Transitioned() || len(r.Anomalies) > 0 {
+		return true
+	}
+	return ev.Type != fsm.EvMeter && ev.Type != fsm.EvTimer
+}
+
+func (e *Engine) changeData(ctx context.Context, s fsm.Session, added []fsm.HistoryEntry) ([]byte, error) {
+	history, err := e.store.History(ctx, s.ID)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, err
+	}
+	s.Version++ // the version this commit creates
+	return json.Marshal(NewView(s, append(history, added...)))
+}
+
+// committed logs, counts and wakes the workers after a commit.
+func (e *Engine) committed(ctx context.Context, before fsm.Session, ev fsm.Event, r fsm.Result) {
+	for _, h := range r.History {
+		e.log.Info("transition", "session", before.ID, "charger", before.ChargerID, "out_order_no", before.OutOrderNo,
+			"from", h.From, "to", h.To, "event", h.Event, "by", h.By, "note", h.Note)
+		if e.obs != nil {
+			e.obs.Transition(h.From, h.To, h.Event)
+		}
+	}
+	e.anomalies(ctx, r.Session, ev, r.Anomalies, nil)
+	if len(r.Effects) > 0 {
+		e.wake()
+	}
+}
+
+// anomalies stores what the machine found suspicious, with the raw input.
+func (e *Engine) anomalies(ctx context.Context, s fsm.Session, ev fsm.Event, reasons []string, raw []byte) {
+	for _, why := range reasons {
+		e.anomaly(ctx, store.Anomaly{SessionID: s.ID, ChargerID: s.ChargerID, Payload: raw, Reason: string(ev.Type) + ": " + why})
+	}
+}
+
+func (e *Engine) anomaly(ctx context.Context, a store.Anomaly) {
+	if a.At.IsZero() {
+		a.At = e.now()
+	}
+	e.log.Warn("anomaly", "session", a.SessionID, "charger", a.ChargerID, "reason", a.Reason)
+	if e.obs != nil {
+		e.obs.Anomaly()
+	}
+	if _, err := e.store.AddAnomaly(ctx, a); err != nil {
+		e.log.Error("store anomaly", "err", err, "reason", a.Reason)
+	}
+}
+
+func (e *Engine) wake() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run performs outbox entries until ctx is done, with cfg.Workers workers.
+// It returns when every worker has stopped.
+func (e *Engine) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		e.ackLoop(ctx)
+	}()
+	for i := range e.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.work(ctx, fmt.Sprintf("%s/%d", e.cfg.InstanceID, i))
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+type txnAck struct{ chargerID, eventID string }
+
+func (e *Engine) ackLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case a := <-e.acks:
+			if err := e.cmd.AckTxn(ctx, a.chargerID, a.eventID); err != nil && ctx.Err() == nil {
+				e.log.Warn("txn ack", "charger", a.chargerID, "event_id", a.eventID, "err", err)
+			}
+		}
+	}
+}
+
+func (e *Engine) work(ctx context.Context, owner string) {
+	idle := time.NewTimer(0)
+	defer idle.Stop()
+	for ctx.Err() == nil {
+		n, err := e.RunOnce(ctx, owner, 8)
+		if err != nil && ctx.Err() == nil {
+			e.log.Warn("outbox claim", "err", err)
+		}
+		if n > 0 {
+			continue
+		}
+		idle.Reset(e.cfg.IdleWait)
+		select {
+		case <-ctx.Done():
+		case <-e.kick:
+		case <-idle.C:
+		}
+	}
+}
+
+// RunOnce claims up to max due entries as owner and performs them. It
+// returns how many it claimed.
+func (e *Engine) RunOnce(ctx context.Context, owner string, max int) (int, error) {
+	tasks, err := e.store.Claim(ctx, e.now(), owner, e.cfg.Lease, max)
+	if err != nil {
+		return 0, err
+	}
+	for _, t := range tasks {
+		e.performTask(ctx, t)
+	}
+	return len(tasks), nil
+}
+
+// errRetry marks an effect that could not be done now and must be retried.
+type errRetry struct{ err error }
+
+func (e errRetry) Error() string { return e.err.Error() }
+func (e errRetry) Unwrap() error { return e.err }
+
+func retry(err error) error { return errRetry{err} }
+
+func (e *Engine) performTask(ctx context.Context, t store.Task) {
+	// Each effect gets a bounded time; a context cancelled by shutdown
+	// leaves the entry leased, and it comes back after the lease.
+	pctx, cancel := context.WithTimeout(ctx, e.cfg.Lease*2/3)
+	defer cancel()
+	outcome, err := e.perform(pctx, t.Effect)
+	log := e.log.With("session", t.SessionID, "effect", t.Effect.Kind, "task", t.ID, "attempt", t.Attempts+1)
+	var r errRetry
+	switch {
+	case errors.As(err, &r) || (err != nil && ctx.Err() == nil && isTransient(err)):
+		backoff := e.retryBackoff(t.Attempts)
+		log.Warn("effect failed, will retry", "err", err, "in", backoff)
+		if e.obs != nil {
+			e.obs.Effect(t.Effect.Kind, "retried")
+		}
+		if rerr := e.store.Retry(ctx, t, e.now().Add(backoff), err.Error()); rerr != nil {
+			log.Warn("reschedule effect", "err", rerr)
+		}
+		return
+	case err != nil && ctx.Err() != nil:
+		return // shutting down: the lease brings it back
+	case err != nil:
+		log.Error("effect failed for good", "err", err)
+		e.anomaly(ctx, store.Anomaly{SessionID: t.SessionID, ChargerID: t.Effect.ChargerID,
+			Reason: fmt.Sprintf("%s failed: %v", t.Effect.Kind, err)})
+		outcome = "failed"
+	}
+	if e.obs != nil {
+		e.obs.Effect(t.Effect.Kind, outcome)
+	}
+	if cerr := e.store.Complete(ctx, t); cerr != nil && !errors.Is(cerr, store.ErrLeaseLost) {
+		log.Warn("complete effect", "err", cerr)
+	}
+}
+
+// isTransient: errors that say nothing about the effect itself.
+func isTransient(err error) bool {
+	return store.IsRetryable(err) || errors.Is(err, store.ErrVersionConflict) || errors.Is(err, context.DeadlineExceeded)
+}
+
+func (e *Engine) retryBackoff(attempts int) time.Duration {
+	d := e.cfg.EffectRetryMin
+	for i := 0; i < attempts && d < e.cfg.EffectRetryMax; i++ {
+		d *= 2
+	}
+	d = min(d, e.cfg.EffectRetryMax)
+	// ±20% jitter so a fleet of retries does not arrive in step.
+	return d - d/5 + time.Duration(rand.Int64N(int64(d/5)*2+1))
+}
