@@ -56,8 +56,10 @@ func ErrorCode(err error) string {
 		return CodeConflict
 	case errors.Is(err, store.ErrNotFound):
 		return CodeNotFound
-	case errors.Is(err, store.ErrConnectorBusy):
+	case errors.Is(err, store.ErrConflict): // busy connector, existing id, stale version
 		return CodeConflict
+	case errors.Is(err, store.ErrInvalid):
+		return CodeInvalid
 	case store.IsRetryable(err):
 		return CodeUnavailable
 	}
@@ -82,6 +84,8 @@ func ErrorMessage(err error) string {
 		return "temporarily unavailable, try again"
 	case CodeConflict:
 		return "conflict"
+	case CodeInvalid:
+		return "the request is not valid"
 	}
 	return "internal error"
 }
