@@ -173,6 +173,17 @@ const maxConflicts = 50
 // effects. A version conflict (another process committed first) reloads and
 // re-applies. It returns the result; a refused event is a *fsm.RefusedError.
 func (e *Engine) Apply(ctx context.Context, id string, ev fsm.Event) (fsm.Result, error) {
+	return e.apply(ctx, id, ev, source{})
+}
+
+// source is the raw input an event came from, kept with any anomaly the
+// machine reports about it.
+type source struct {
+	topic   string
+	payload []byte
+}
+
+func (e *Engine) apply(ctx context.Context, id string, ev fsm.Event, src source) (fsm.Result, error) {
 	for range maxConflicts {
 		s, err := e.store.GetSession(ctx, id)
 		if err != nil {
@@ -183,11 +194,11 @@ func (e *Engine) Apply(ctx context.Context, id string, ev fsm.Event) (fsm.Result
 			return fsm.Result{}, err
 		}
 		if !r.Changed {
-			e.anomalies(ctx, s, ev, r.Anomalies, nil)
+			e.anomalies(ctx, s, ev, r.Anomalies, src)
 			return r, nil
 		}
 		c := store.Commit{ExpectedVersion: s.Version, Session: r.Session, History: r.History, Effects: r.Effects,
-			Publish: publishes(ev, r)}
+			Publish: publishes(s, ev, r)}
 		if c.Publish {
 			c.ChangeData, err = e.changeData(ctx, r.Session, r.History)
 			if err != nil {
@@ -202,20 +213,30 @@ func (e *Engine) Apply(ctx context.Context, id string, ev fsm.Event) (fsm.Result
 			return fsm.Result{}, fmt.Errorf("commit %s: %w", ev.Type, err)
 		}
 		r.Session.Version = s.Version + 1
-		e.committed(ctx, s, ev, r)
+		e.committed(ctx, s, ev, r, src)
 		return r, nil
 	}
 	return fsm.Result{}, fmt.Errorf("apply %s to %s: %w after %d attempts", ev.Type, id, store.ErrVersionConflict, maxConflicts)
 }
 
+// meterPublishEvery is how often, at most, a charging session's live energy
+// goes to the feed.
+const meterPublishEvery = 15 * time.Second
+
 // publishes says whether a change goes to the feed: every transition and
-// every change an operator would want to see live, but not each meter
-// sample or timer re-arm (the board shows live energy from the record).
-func publishes(ev fsm.Event, r fsm.Result) bool {
-	if r.Transitioned() || len(r.Anomalies) > 0 {
+// every change an operator would want to see live, but not each timer
+// re-arm, and a meter sample only when it crosses a meterPublishEvery
+// boundary (stateless, so every instance decides the same).
+func publishes(before fsm.Session, ev fsm.Event, r fsm.Result) bool {
+	switch {
+	case r.Transitioned() || len(r.Anomalies) > 0:
 		return true
+	case ev.Type == fsm.EvTimer:
+		return false
+	case ev.Type == fsm.EvMeter:
+		return before.LastMeterAt.Truncate(meterPublishEvery) != r.Session.LastMeterAt.Truncate(meterPublishEvery)
 	}
-	return ev.Type != fsm.EvMeter && ev.Type != fsm.EvTimer
+	return true
 }
 
 func (e *Engine) changeData(ctx context.Context, s fsm.Session, added []fsm.HistoryEntry) ([]byte, error) {
@@ -228,7 +249,7 @@ func (e *Engine) changeData(ctx context.Context, s fsm.Session, added []fsm.Hist
 }
 
 // committed logs, counts and wakes the workers after a commit.
-func (e *Engine) committed(ctx context.Context, before fsm.Session, ev fsm.Event, r fsm.Result) {
+func (e *Engine) committed(ctx context.Context, before fsm.Session, ev fsm.Event, r fsm.Result, src source) {
 	for _, h := range r.History {
 		e.log.Info("transition", "session", before.ID, "charger", before.ChargerID, "out_order_no", before.OutOrderNo,
 			"from", h.From, "to", h.To, "event", h.Event, "by", h.By, "note", h.Note)
@@ -236,16 +257,17 @@ func (e *Engine) committed(ctx context.Context, before fsm.Session, ev fsm.Event
 			e.obs.Transition(h.From, h.To, h.Event)
 		}
 	}
-	e.anomalies(ctx, r.Session, ev, r.Anomalies, nil)
+	e.anomalies(ctx, r.Session, ev, r.Anomalies, src)
 	if len(r.Effects) > 0 {
 		e.wake()
 	}
 }
 
 // anomalies stores what the machine found suspicious, with the raw input.
-func (e *Engine) anomalies(ctx context.Context, s fsm.Session, ev fsm.Event, reasons []string, raw []byte) {
+func (e *Engine) anomalies(ctx context.Context, s fsm.Session, ev fsm.Event, reasons []string, src source) {
 	for _, why := range reasons {
-		e.anomaly(ctx, store.Anomaly{SessionID: s.ID, ChargerID: s.ChargerID, Payload: raw, Reason: string(ev.Type) + ": " + why})
+		e.anomaly(ctx, store.Anomaly{At: ev.At, SessionID: s.ID, ChargerID: s.ChargerID, Topic: src.topic, Payload: src.payload,
+			Reason: string(ev.Type) + ": " + why})
 	}
 }
 

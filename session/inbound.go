@@ -123,21 +123,13 @@ func (e *Engine) chargerEvent(ctx context.Context, c store.Charger, in charger.I
 			Reason: fmt.Sprintf("%s from %s for a session of %s", ev.Type, c.ID, s.ChargerID)})
 		return nil
 	}
-	r, err := e.Apply(ctx, sessionID, ev)
-	if err != nil {
-		var refused *fsm.RefusedError
-		if errors.As(err, &refused) {
-			e.anomaly(ctx, store.Anomaly{At: in.ReceivedAt, ChargerID: c.ID, SessionID: sessionID, Topic: in.Topic, Payload: in.Payload, Reason: refused.Error()})
-			return nil
-		}
-		return err
+	_, err = e.apply(ctx, sessionID, ev, source{topic: in.Topic, payload: in.Payload})
+	var refused *fsm.RefusedError
+	if errors.As(err, &refused) {
+		e.anomaly(ctx, store.Anomaly{At: in.ReceivedAt, ChargerID: c.ID, SessionID: sessionID, Topic: in.Topic, Payload: in.Payload, Reason: refused.Error()})
+		return nil
 	}
-	if len(r.Anomalies) > 0 && len(in.Payload) > 0 {
-		// Keep the raw message with the anomaly for the operator.
-		e.anomaly(ctx, store.Anomaly{At: in.ReceivedAt, ChargerID: c.ID, SessionID: sessionID, Topic: in.Topic, Payload: in.Payload,
-			Reason: "raw message of the anomaly above"})
-	}
-	return nil
+	return err
 }
 
 // chargerState records presence from the retained state topic and the will,
