@@ -14,9 +14,9 @@ import (
 )
 
 // demo plays the mini-program's backend in serve --dev so the board comes
-// alive: every few seconds it plugs a car into a free simulated connector,
-// starts a session over the real HTTP API, and stops it after a short random
-// time. It only uses the public API and the simulator's own controls.
+// alive: every few seconds it starts a session on a free simulated connector
+// over the real HTTP API, and stops it after a short random time. It only
+// uses the public API (and the simulator's plug).
 type demo struct {
 	fleet *sim.Fleet
 	base  string
@@ -51,11 +51,9 @@ func (d *demo) run(ctx context.Context) {
 			if !s.stopped && now.After(s.stopAt) {
 				s.stopped = d.post(ctx, "/v1/sessions/"+s.id+"/stop", "", nil) == nil
 			}
-			state := d.state(ctx, s.id)
-			switch state {
+			switch d.state(ctx, s.id) {
 			case "paid", "cancelled", "refunded", "completed", "deducting", "":
-				_ = s.charger.Unplug(s.connector)
-				continue
+				continue // the car stays plugged in for the next one
 			}
 			kept = append(kept, s)
 		}
@@ -69,7 +67,7 @@ func (d *demo) run(ctx context.Context) {
 		if _, busy := c.Session(conn); busy || !c.Connected() {
 			continue
 		}
-		_ = c.Plug(conn)
+		_ = c.Plug(conn) // plugged at start-up; again in case someone unplugged it
 		n++
 		var view struct {
 			ID string `json:"id"`
@@ -78,7 +76,6 @@ func (d *demo) run(ctx context.Context) {
 		key := fmt.Sprintf("demo-%d-%d", now.UnixNano(), n)
 		if err := d.post(ctx, "/v1/sessions", body, &view, "Idempotency-Key", key); err != nil {
 			d.log.Debug("demo session not started", "charger", c.ID(), "connector", conn, "err", err)
-			_ = c.Unplug(conn)
 			continue
 		}
 		live = append(live, &demoSession{id: view.ID, charger: c, connector: conn,
