@@ -350,3 +350,16 @@ func (h *brokerHook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 		wait *= 2
 	}
 }
+
+// Ready reports whether the embedded broker is serving (for /readyz).
+func (b *EmbeddedBroker) Ready() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch {
+	case b.closed:
+		return errors.New("embedded broker closed")
+	case !b.started:
+		return errors.New("embedded broker not started")
+	}
+	return nil
+}

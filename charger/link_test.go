@@ -57,6 +57,7 @@ func TestLink(t *testing.T) {
 		{"RebootSendsQueuedEnded", testReboot},
 		{"HandlerErrorMeansRedelivery", testHandlerError},
 		{"RestartLosesNothing", testRestart},
+		{"ReadyOnlyWhileConnected", testReady},
 	}
 	for name, mk := range brokers() {
 		for _, sc := range scenarios {
@@ -423,4 +424,24 @@ func TestStartFailsCleanly(t *testing.T) {
 	_ = second.Close()
 	_ = first.Close()
 	_ = first.Close()
+}
+
+// testReady: a link is ready for /readyz once started, and not after Close.
+func testReady(t *testing.T, b *broker) {
+	l := b.newLink(t, "ready")
+	r, ok := l.(interface{ Ready() error })
+	if !ok {
+		t.Fatalf("%T has no Ready", l)
+	}
+	if err := r.Ready(); err == nil {
+		t.Fatal("ready before Start")
+	}
+	startLink(t, l, (&recorder{}).handle)
+	eventually(t, "ready", func() bool { return r.Ready() == nil })
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Ready(); err == nil {
+		t.Fatal("ready after Close")
+	}
 }

@@ -231,3 +231,20 @@ func wait(ctx context.Context, t paho.Token) error {
 		return ctx.Err()
 	}
 }
+
+// Ready reports whether the link is connected to the broker (for
+// /readyz); nil once connected, an error saying why not otherwise.
+func (l *PahoLink) Ready() error {
+	l.mu.Lock()
+	c, closed := l.client, l.closed
+	l.mu.Unlock()
+	switch {
+	case closed:
+		return errors.New("mqtt link closed")
+	case c == nil:
+		return errors.New("mqtt link not started")
+	case !c.IsConnectionOpen():
+		return errors.New("mqtt broker not connected")
+	}
+	return nil
+}
