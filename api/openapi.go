@@ -107,6 +107,13 @@ func sessionActionOp(summary, role string, status, desc string, body obj) obj {
 	return op(summary+" (role "+role+")", sessionAppTag, security, []obj{pathID}, body, resp)
 }
 
+// withParam adds a parameter to an operation.
+func withParam(o obj, p obj) obj {
+	params, _ := o["parameters"].([]obj)
+	o["parameters"] = append(append([]obj{}, params...), p)
+	return o
+}
+
 // openAPIDocument returns the document; extra lists the mounted extra
 // patterns (documented as GET).
 func openAPIDocument(extra []string) obj {
@@ -159,8 +166,11 @@ func openAPIDocument(extra []string) obj {
 			"operator", "200", "closed: billed for what was measured, or cancelled", jsonBody("CloseRequest"))},
 		"/v1/sessions/{id}/deduct": obj{"post": sessionActionOp("Try the debit now", "operator", "202",
 			"a deduction attempt was started", nil)},
-		"/v1/sessions/{id}/refund": obj{"post": sessionActionOp("Refund (part of) a paid session", "operator", "202",
-			"the refund is pending in refunds[]", jsonBody("RefundRequest"))},
+		"/v1/sessions/{id}/refund": obj{"post": withParam(sessionActionOp("Refund (part of) a paid session", "operator", "202",
+			"the refund is pending in refunds[]", jsonBody("RefundRequest")),
+			obj{"name": "Idempotency-Key", "in": "header", "required": false,
+				"description": "optional: a repeated request with the same key asks for no second refund",
+				"schema": obj{"type": "string", "maxLength": 255}})},
 		"/v1/chargers": obj{"get": op("List chargers (role operator)", []string{"chargers"}, security, nil, nil,
 			responses(authProblems, obj{"200": jsonResponse("every charger", "ChargerList")}))},
 		"/v1/chargers/{id}": obj{

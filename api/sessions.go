@@ -236,7 +236,7 @@ func (s *server) handleGetSession() http.HandlerFunc {
 // sessionAction makes the handler of an action on one session: it runs act
 // (after reading a body into a fresh B when withBody), then answers status
 // with the session's view.
-func sessionAction[B any](s *server, status int, withBody bool, act func(ctx context.Context, id string, c caller, body B) error) http.HandlerFunc {
+func sessionAction[B any](s *server, status int, withBody bool, act func(r *http.Request, id string, c caller, body B) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := chi.URLParam(r, "id")
 		noteSession(r, id)
@@ -247,7 +247,7 @@ func sessionAction[B any](s *server, status int, withBody bool, act func(ctx con
 				return
 			}
 		}
-		if err := act(r.Context(), id, callerFrom(r.Context()), body); err != nil {
+		if err := act(r, id, callerFrom(r.Context()), body); err != nil {
 			Error(w, r, err)
 			return
 		}
@@ -265,8 +265,8 @@ type noBody struct{}
 // handleStopSession: POST /v1/sessions/{id}/stop → 202 (stopping; the
 // charger is told, the end follows). Stopping a stopping session is a no-op.
 func (s *server) handleStopSession() http.HandlerFunc {
-	return sessionAction(s, http.StatusAccepted, false, func(ctx context.Context, id string, c caller, _ noBody) error {
-		_, err := s.eng.Stop(ctx, id, c.source())
+	return sessionAction(s, http.StatusAccepted, false, func(r *http.Request, id string, c caller, _ noBody) error {
+		_, err := s.eng.Stop(r.Context(), id, c.source())
 		return err
 	})
 }
@@ -274,8 +274,8 @@ func (s *server) handleStopSession() http.HandlerFunc {
 // handleCancelSession: POST /v1/sessions/{id}/cancel → 200, before charging
 // only (409 after).
 func (s *server) handleCancelSession() http.HandlerFunc {
-	return sessionAction(s, http.StatusOK, false, func(ctx context.Context, id string, c caller, _ noBody) error {
-		_, err := s.eng.Cancel(ctx, id, c.source())
+	return sessionAction(s, http.StatusOK, false, func(r *http.Request, id string, c caller, _ noBody) error {
+		_, err := s.eng.Cancel(r.Context(), id, c.source())
 		return err
 	})
 }
@@ -286,8 +286,8 @@ type CloseRequest struct {
 }
 
 func (s *server) handleCloseSession() http.HandlerFunc {
-	return sessionAction(s, http.StatusOK, true, func(ctx context.Context, id string, c caller, b CloseRequest) error {
-		_, err := s.eng.Close(ctx, id, c.name, b.Reason)
+	return sessionAction(s, http.StatusOK, true, func(r *http.Request, id string, c caller, b CloseRequest) error {
+		_, err := s.eng.Close(r.Context(), id, c.name, b.Reason)
 		return err
 	})
 }
@@ -295,8 +295,8 @@ func (s *server) handleCloseSession() http.HandlerFunc {
 // handleDeductSession: POST /v1/sessions/{id}/deduct → 202 (the debit runs
 // in the background; the session shows its progress).
 func (s *server) handleDeductSession() http.HandlerFunc {
-	return sessionAction(s, http.StatusAccepted, false, func(ctx context.Context, id string, c caller, _ noBody) error {
-		_, err := s.eng.DeductNow(ctx, id, c.name)
+	return sessionAction(s, http.StatusAccepted, false, func(r *http.Request, id string, c caller, _ noBody) error {
+		_, err := s.eng.DeductNow(r.Context(), id, c.name)
 		return err
 	})
 }
@@ -308,10 +308,16 @@ type RefundRequest struct {
 }
 
 // handleRefundSession: POST /v1/sessions/{id}/refund → 202 (the refund is
-// pending in the session's refunds until Huifu answers).
+// pending in the session's refunds until Huifu answers). An optional
+// Idempotency-Key makes a double submission one refund: the same key on the
+// same session asks for nothing more.
 func (s *server) handleRefundSession() http.HandlerFunc {
-	return sessionAction(s, http.StatusAccepted, true, func(ctx context.Context, id string, c caller, b RefundRequest) error {
-		_, err := s.eng.Refund(ctx, id, c.name, b.AmountFen, b.Reason)
+	return sessionAction(s, http.StatusAccepted, true, func(r *http.Request, id string, c caller, b RefundRequest) error {
+		key := r.Header.Get("Idempotency-Key")
+		if len(key) > 255 || !printableASCII(key) {
+			return session.Invalid(map[string]string{"Idempotency-Key": "at most 255 printable ASCII characters"})
+		}
+		_, err := s.eng.Refund(r.Context(), id, c.name, b.AmountFen, b.Reason, key)
 		return err
 	})
 }

@@ -119,6 +119,8 @@ type Event struct {
 	ByUser     bool      `json:"by_user,omitempty"` // EvPaid: the user paid in WeChat themselves
 	AmountFen  money.Fen `json:"amount_fen,omitempty"`
 	RefundID   string    `json:"refund_id,omitempty"`
+	// Key is the caller's idempotency key of an EvRefund, kept with it.
+	Key string `json:"key,omitempty"`
 	// EndTime is the end_time actually sent with complete (EvOrderCompleted).
 	EndTime time.Time `json:"end_time,omitzero"`
 

@@ -472,7 +472,7 @@ func (st *step) run() error {
 		if left := s.Payment.PaidFen - s.RefundedFen(); e.AmountFen > left {
 			return st.refuse(fmt.Sprintf("refund %s exceeds the %s left to refund", e.AmountFen.Yuan(), left.Yuan()))
 		}
-		s.Refunds = append(s.Refunds, Refund{ID: e.RefundID, AmountFen: e.AmountFen, Reason: e.Reason, By: e.By, At: e.At, Status: RefundPending})
+		s.Refunds = append(s.Refunds, Refund{ID: e.RefundID, AmountFen: e.AmountFen, Reason: e.Reason, By: e.By, At: e.At, Status: RefundPending, Key: e.Key})
 		eff := st.effect(EffRefund)
 		eff.RefundID, eff.AmountFen, eff.Reason = e.RefundID, e.AmountFen, e.Reason
 		eff.OrgReqDate, eff.OrgHfSeqID = s.Payment.ReqDate, s.Payment.HfSeqID

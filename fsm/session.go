@@ -145,6 +145,8 @@ type Refund struct {
 	// Status is "pending", "succeeded" or "failed".
 	Status  string `json:"status"`
 	HfSeqID string `json:"hf_seq_id,omitempty"`
+	// Key is the caller's idempotency key, when one was given.
+	Key string `json:"key,omitempty"`
 }
 
 // Refund statuses.

@@ -239,8 +239,10 @@ func (e *Engine) DeductNow(ctx context.Context, id, operator string) (fsm.Sessio
 	return e.act(ctx, id, fsm.Event{Type: fsm.EvDeductNow, By: fsm.Operator(operator)})
 }
 
-// Refund refunds amount of a paid session (an operator).
-func (e *Engine) Refund(ctx context.Context, id, operator string, amount money.Fen, reason string) (fsm.Session, error) {
+// Refund refunds amount of a paid session (an operator). A non-empty key
+// (the request's Idempotency-Key) makes a repeated request a no-op: the
+// refund already asked for with that key stands.
+func (e *Engine) Refund(ctx context.Context, id, operator string, amount money.Fen, reason, key string) (fsm.Session, error) {
 	f := map[string]string{}
 	if amount <= 0 {
 		f["amount_fen"] = "must be a positive amount in fen"
@@ -255,8 +257,16 @@ func (e *Engine) Refund(ctx context.Context, id, operator string, amount money.F
 	if err != nil {
 		return fsm.Session{}, err
 	}
+	if key != "" {
+		for _, r := range s.Refunds {
+			if r.Key == key {
+				return s, nil
+			}
+		}
+	}
+	// Two requests racing compute the same id; the machine keeps the first.
 	refundID := fmt.Sprintf("r%d", len(s.Refunds)+1)
-	return e.act(ctx, id, fsm.Event{Type: fsm.EvRefund, By: fsm.Operator(operator), RefundID: refundID, AmountFen: amount, Reason: reason})
+	return e.act(ctx, id, fsm.Event{Type: fsm.EvRefund, By: fsm.Operator(operator), RefundID: refundID, AmountFen: amount, Reason: reason, Key: key})
 }
 
 // ChargerRequest registers or updates a charger (PUT /v1/chargers/{id}).

@@ -338,7 +338,11 @@ func refund(t *testing.T, s *stack, cp string) {
 	// The app may not refund.
 	s.mustDo("POST", "/v1/sessions/"+v.ID+"/refund", appToken, map[string]any{"amount_fen": 1, "reason": "x"}, 403)
 	s.mustDo("POST", "/v1/sessions/"+v.ID+"/refund", opsToken, map[string]any{"amount_fen": v.AmountFen + 1, "reason": "too much"}, 409)
-	s.mustDo("POST", "/v1/sessions/"+v.ID+"/refund", opsToken, map[string]any{"amount_fen": 1, "reason": "goodwill"}, 202)
+	// Submitted twice with one Idempotency-Key: one refund.
+	for range 2 {
+		s.mustDo("POST", "/v1/sessions/"+v.ID+"/refund", opsToken, map[string]any{"amount_fen": 1, "reason": "goodwill"}, 202,
+			"Idempotency-Key", "refund-"+v.ID)
+	}
 	s.waitFor("partial refund", func() bool {
 		g := s.get(v.ID)
 		return len(g.Refunds) == 1 && g.Refunds[0].Status == "succeeded"
