@@ -170,7 +170,7 @@ func openAPIDocument(extra []string) obj {
 			"the refund is pending in refunds[]", jsonBody("RefundRequest")),
 			obj{"name": "Idempotency-Key", "in": "header", "required": false,
 				"description": "optional: a repeated request with the same key asks for no second refund",
-				"schema": obj{"type": "string", "maxLength": 255}})},
+				"schema":      obj{"type": "string", "maxLength": 255}})},
 		"/v1/chargers": obj{"get": op("List chargers (role operator)", []string{"chargers"}, security, nil, nil,
 			responses(authProblems, obj{"200": jsonResponse("every charger", "ChargerList")}))},
 		"/v1/chargers/{id}": obj{
