@@ -15,6 +15,7 @@ import (
 	"github.com/chargeflow/chargeflow/api"
 	"github.com/chargeflow/chargeflow/charger"
 	"github.com/chargeflow/chargeflow/charger/sim"
+	"github.com/chargeflow/chargeflow/metrics"
 	"github.com/chargeflow/chargeflow/money"
 	"github.com/chargeflow/chargeflow/payscore"
 	"github.com/chargeflow/chargeflow/payscore/sandbox"
@@ -34,7 +35,8 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.LogFormat, stderr)
+	// Every line names the instance (service.md §4: CHARGEFLOW_INSTANCE_ID is a log field).
+	log := newLogger(cfg.LogFormat, stderr).With("instance", cfg.InstanceID)
 	a := &app{cfg: cfg, log: log, stdout: stdout}
 	defer a.close()
 	if err := a.start(ctx); err != nil {
@@ -114,6 +116,12 @@ func (a *app) start(ctx context.Context) error {
 		publicURL = httpURL
 	}
 
+	// Metrics: one registry per running service (GET /metrics).
+	met := metrics.New()
+	if err := met.WatchStore(st, 0, nil); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+
 	// Pay Score.
 	var payCfg payscore.Config
 	var sb *sandbox.Sandbox
@@ -150,6 +158,7 @@ func (a *app) start(ctx context.Context) error {
 	}
 	payCfg.NotifyURL = publicURL + "/notify/huifu/payscore"
 	payCfg.Logger = a.log.With("component", "payscore")
+	payCfg.Observer = met.PayScore()
 	pay, err := payscore.New(payCfg)
 	if err != nil {
 		return fmt.Errorf("payscore: %w", err)
@@ -180,8 +189,8 @@ func (a *app) start(ctx context.Context) error {
 		link = broker
 	}
 	a.onClose(func() { link.Close() })
-	eng, err := session.New(session.Config{Machine: cfg.Machine, InstanceID: cfg.InstanceID}, st, pay, link,
-		a.log.With("component", "engine"), nil, nil)
+	eng, err := session.New(session.Config{Machine: cfg.Machine, InstanceID: cfg.InstanceID}, st, pay, met.WrapCommander(link),
+		a.log.With("component", "engine"), met, nil)
 	if err != nil {
 		return err
 	}
@@ -192,7 +201,7 @@ func (a *app) start(ctx context.Context) error {
 			return fmt.Errorf("reset presence: %w", err)
 		}
 	}
-	if err := link.Start(runCtx, eng.HandleCharger); err != nil {
+	if err := link.Start(runCtx, met.WrapHandler(eng.HandleCharger)); err != nil {
 		return fmt.Errorf("mqtt: %w", err)
 	}
 	if broker != nil {
@@ -204,7 +213,10 @@ func (a *app) start(ctx context.Context) error {
 	// HTTP.
 	handler := api.NewServer(api.Deps{Engine: eng, Store: st, Verifier: payCfg.Verifier,
 		AppTokens: cfg.AppTokens, OperatorTokens: cfg.OperatorTokens, Logger: a.log.With("component", "http"),
-		Ready: func(ctx context.Context) error { return st.Ping(ctx) }})
+		Ready: func(ctx context.Context) error { return st.Ping(ctx) },
+		Extra: map[string]http.Handler{
+			"/metrics": met.Handler(), // unauthenticated, like /healthz: see docs/metrics.md
+		}})
 	// Requests run on a context that shutdown cancels, so that event
 	// streams (which never go idle) end at once instead of holding
 	// Shutdown until its deadline.
