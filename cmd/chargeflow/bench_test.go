@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/chargeflow/chargeflow/internal/testenv"
+)
+
+// These tests check what chargeflow bench does — every scenario row has a
+// figure, a baseline and a ratio, failures are reported per row, nothing is
+// left running — and never how fast anything is: figures are for people to
+// read (docs/bench.md), not for tests to assert.
+
+func noEnv(string) string { return "" }
+
+// runBenchCmd runs chargeflow bench through run and returns stdout, stderr
+// and run's error. It checks that the command leaves no goroutine behind.
+func runBenchCmd(t *testing.T, args ...string) (string, string, error) {
+	t.Helper()
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	err := run(ctx, append([]string{"bench"}, args...), noEnv, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+var columns = regexp.MustCompile(`\s{2,}`)
+
+// tableRows reads the table: scenario → [figure, baseline, ratio, notes].
+// Comment lines start with '#'; the header's first cell is "scenario".
+func tableRows(t *testing.T, out string) map[string][]string {
+	t.Helper()
+	rows := map[string][]string{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "scenario ") {
+			continue
+		}
+		cells := columns.Split(strings.TrimSpace(line), -1)
+		if _, dup := rows[cells[0]]; dup {
+			t.Errorf("row %s printed twice", cells[0])
+		}
+		rows[cells[0]] = cells[1:]
+	}
+	return rows
+}
+
+// leadingNumber parses "2.10M Apply/s" as 2.1e6.
+func leadingNumber(cell string) (float64, bool) {
+	num, _, _ := strings.Cut(cell, " ")
+	mult := 1.0
+	switch {
+	case strings.HasSuffix(num, "M"):
+		mult, num = 1e6, strings.TrimSuffix(num, "M")
+	case strings.HasSuffix(num, "k"):
+		mult, num = 1e3, strings.TrimSuffix(num, "k")
+	}
+	v, err := strconv.ParseFloat(num, 64)
+	return v * mult, err == nil
+}
+
+// checkTable checks that exactly the want rows were printed, each one
+// measured (see checkRow).
+func checkTable(t *testing.T, out string, want ...string) {
+	t.Helper()
+	rows := tableRows(t, out)
+	for _, name := range want {
+		cells, ok := rows[name]
+		if !ok {
+			t.Errorf("no row %s", name)
+			continue
+		}
+		checkRow(t, name, cells)
+		delete(rows, name)
+	}
+	for name, cells := range rows {
+		t.Errorf("unexpected row %s %q", name, cells)
+	}
+	if t.Failed() {
+		t.Logf("output:\n%s", out)
+	}
+}
+
+// checkRow checks a positive figure and baseline, each with a unit, and a
+// ratio > 0.
+func checkRow(t *testing.T, name string, cells []string) {
+	t.Helper()
+	if len(cells) < 3 {
+		t.Errorf("row %s: %q, want figure, baseline, ratio", name, cells)
+		return
+	}
+	for i, what := range []string{"figure", "baseline"} {
+		v, ok := leadingNumber(cells[i])
+		if !ok || v <= 0 || !strings.Contains(cells[i], " ") {
+			t.Errorf("row %s: %s %q is not a positive number with a unit", name, what, cells[i])
+		}
+	}
+	if r, err := strconv.ParseFloat(cells[2], 64); err != nil || r <= 0 {
+		t.Errorf("row %s: ratio %q is not > 0", name, cells[2])
+	}
+}
+
+func TestBenchQuickScenarios(t *testing.T) {
+	redis := testenv.Redis(t) // a private redis-server unless CHARGEFLOW_TEST_REDIS_URL is set
+	out, errOut, err := runBenchCmd(t, "--scenario", "fsm,store,payscore", "--duration", "200ms", "--redis", redis)
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, errOut, out)
+	}
+	checkTable(t, out, "fsm.apply", "store.bolt.commit", "store.redis.commit", "payscore.sign+verify")
+}
+
+func TestBenchMQTT(t *testing.T) {
+	mqtt := testenv.MQTT(t)
+	out, errOut, err := runBenchCmd(t, "--scenario", "mqtt", "--duration", "200ms", "--mqtt", mqtt)
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, errOut, out)
+	}
+	checkTable(t, out, "mqtt.embedded", "mqtt.mosquitto")
+}
+
+// Without --redis and --mqtt the rows that need them are skipped (said on
+// stderr), not failed.
+func TestBenchSkipsExternalRows(t *testing.T) {
+	out, errOut, err := runBenchCmd(t, "--scenario", "store", "--duration", "100ms")
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s", err, errOut)
+	}
+	checkTable(t, out, "store.bolt.commit")
+	if !strings.Contains(errOut, "store.redis.commit skipped") {
+		t.Errorf("stderr does not say the redis row was skipped:\n%s", errOut)
+	}
+}
+
+func TestBenchEngine(t *testing.T) {
+	out, errOut, err := runBenchCmd(t, "--scenario", "engine", "--sessions", "3", "--duration", "200ms", "--json")
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, errOut, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("want one JSON row, got:\n%s", out)
+	}
+	var row benchRow
+	if err := json.Unmarshal([]byte(lines[0]), &row); err != nil {
+		t.Fatalf("row is not JSON: %v\n%s", err, out)
+	}
+	if row.Scenario != "engine.sessions" || row.Error != "" {
+		t.Fatalf("row %+v", row)
+	}
+	if row.Figure <= 0 || row.Baseline <= 0 || row.Ratio <= 0 || row.Unit == "" || row.BaselineUnit == "" {
+		t.Errorf("figure %g %q, baseline %g %q, ratio %g", row.Figure, row.Unit, row.Baseline, row.BaselineUnit, row.Ratio)
+	}
+	// Every one of the 3 concurrent sessions ran at least once, to paid.
+	if row.Ops < 3 || row.BaselineOps < 3 {
+		t.Errorf("%d sessions and %d raw sequences, want at least 3 each", row.Ops, row.BaselineOps)
+	}
+	for _, k := range []string{"confirm_to_charging_p50_ms", "confirm_to_charging_p95_ms", "engine_confirm_to_start_sent_p50_ms"} {
+		if row.Extra[k] <= 0 {
+			t.Errorf("extra %s = %g, want > 0", k, row.Extra[k])
+		}
+	}
+}
+
+// A scenario that fails prints its error in its row; the others still run
+// and the command fails.
+func TestBenchReportsFailedRows(t *testing.T) {
+	// Nothing listens on port 1: the redis row fails at once.
+	out, _, err := runBenchCmd(t, "--scenario", "store,fsm", "--duration", "100ms", "--redis", "redis://127.0.0.1:1/0")
+	if err == nil || !strings.Contains(err.Error(), "1 of 3 rows failed") {
+		t.Fatalf("err = %v, want 1 of 3 rows failed\n%s", err, out)
+	}
+	rows := tableRows(t, out)
+	if cells := rows["store.redis.commit"]; len(cells) == 0 || !strings.HasPrefix(cells[0], "error: ") {
+		t.Errorf("redis row %q, want an error", cells)
+	}
+	for _, name := range []string{"store.bolt.commit", "fsm.apply"} {
+		checkRow(t, name, rows[name])
+	}
+	if len(rows) != 3 {
+		t.Errorf("%d rows, want 3:\n%s", len(rows), out)
+	}
+}
+
+func TestBenchFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"--scenario", "nope"},
+		{"--scenario", ","},
+		{"--duration", "0s"},
+		{"--sessions", "0"},
+		{"extra"},
+	} {
+		var out, errOut bytes.Buffer
+		if err := run(context.Background(), append([]string{"bench"}, args...), noEnv, &out, &errOut); err == nil {
+			t.Errorf("bench %q: no error", args)
+		}
+		if out.Len() != 0 {
+			t.Errorf("bench %q printed rows:\n%s", args, out.String())
+		}
+	}
+}
