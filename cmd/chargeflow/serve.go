@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chargeflow/chargeflow/api"
+	"github.com/chargeflow/chargeflow/api/board"
 	"github.com/chargeflow/chargeflow/charger"
 	"github.com/chargeflow/chargeflow/charger/sim"
 	"github.com/chargeflow/chargeflow/metrics"
@@ -216,6 +217,10 @@ func (a *app) start(ctx context.Context) error {
 		Ready: func(ctx context.Context) error { return st.Ping(ctx) },
 		Extra: map[string]http.Handler{
 			"/metrics": met.Handler(), // unauthenticated, like /healthz: see docs/metrics.md
+
+			// The operators' live board (api/board): the page and its files.
+			"/":         board.Handler(),
+			"/assets/*": board.Handler(),
 		}})
 	// Requests run on a context that shutdown cancels, so that event
 	// streams (which never go idle) end at once instead of holding
