@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/chargeflow/chargeflow/charger"
 	"github.com/chargeflow/chargeflow/fsm"
@@ -139,14 +138,8 @@ func (e *Engine) completeOrder(ctx context.Context, eff fsm.Effect) (string, err
 	// WeChat refuses an end_time later than its own clock at the call, with
 	// no tolerance. Rather than move the measured end, call a moment later:
 	// the margin covers a small difference between our clock and WeChat's.
-	if wait := eff.EndTime.Add(e.cfg.EndTimeMargin).Sub(e.now()); wait > 0 && wait <= 5*time.Second {
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return "", retry(ctx.Err())
-		case <-t.C:
-		}
+	if notBefore := eff.EndTime.Add(e.cfg.EndTimeMargin); e.now().Before(notBefore) {
+		return "", deferUntil(notBefore) // not a failure: the worker is free meanwhile
 	}
 	end, clamped := payscore.ClampEndTime(eff.EndTime, s.ConfirmedAt, e.now(), e.cfg.EndTimeMargin)
 	if clamped && !end.Equal(eff.EndTime) {

@@ -367,6 +367,13 @@ func (e errRetry) Unwrap() error { return e.err }
 
 func retry(err error) error { return errRetry{err} }
 
+// errDefer asks for the effect again at a given time; it is not a failure.
+type errDefer struct{ until time.Time }
+
+func (e errDefer) Error() string { return "deferred until " + e.until.Format(time.RFC3339Nano) }
+
+func deferUntil(t time.Time) error { return errDefer{t} }
+
 func (e *Engine) performTask(ctx context.Context, t store.Task) {
 	// Each effect gets a bounded time; a context cancelled by shutdown
 	// leaves the entry leased, and it comes back after the lease.
@@ -375,7 +382,13 @@ func (e *Engine) performTask(ctx context.Context, t store.Task) {
 	outcome, err := e.perform(pctx, t.Effect)
 	log := e.log.With("session", t.SessionID, "effect", t.Effect.Kind, "task", t.ID, "attempt", t.Attempts+1)
 	var r errRetry
+	var d errDefer
 	switch {
+	case errors.As(err, &d):
+		if rerr := e.store.Retry(ctx, t, d.until, d.Error()); rerr != nil {
+			log.Warn("defer effect", "err", rerr)
+		}
+		return
 	case errors.As(err, &r) || (err != nil && ctx.Err() == nil && isTransient(err)):
 		backoff := e.retryBackoff(t.Attempts)
 		log.Warn("effect failed, will retry", "err", err, "in", backoff)
