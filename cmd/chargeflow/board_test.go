@@ -267,7 +267,9 @@ func startDevServe(t *testing.T) string {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	out, errOut := &syncBuffer{}, &syncBuffer{}
-	go func() { done <- run(ctx, []string{"serve", "--dev"}, func(k string) string { return env[k] }, out, errOut) }()
+	go func() {
+		done <- run(ctx, []string{"serve", "--dev"}, func(k string) string { return env[k] }, out, errOut)
+	}()
 	t.Cleanup(func() {
 		cancel()
 		select {

@@ -304,7 +304,7 @@ function renderTable() {
       h('td', { 'data-label': 'State', class: 'state-cell' }, stateBadge(s.state), s.cancel_reason ? h('span', { class: 'muted' }, ` ${s.cancel_reason}`) : null),
       h('td', { 'data-label': 'Energy', class: 'num' }, kwh(energy)),
       h('td', { 'data-label': 'Amount', class: 'num' }, s.state === 'cancelled' ? '–' : yuan(amount)),
-      h('td', { 'data-label': 'Flags' }, flagChips(s.flags)),
+      h('td', { 'data-label': 'Flags', class: s.flags?.length ? undefined : 'none' }, flagChips(s.flags)),
       h('td', { 'data-label': 'In state' }, TERMINAL.has(s.state) ? h('span', { class: 'muted' }, 'done') : dur(now - Date.parse(stateSince(s)))),
       h('td', { 'data-label': 'Created' }, bjShort(s.created_at)));
   });
@@ -487,12 +487,13 @@ function renderDetail() {
   const can = {
     stop: s.state === 'charging',
     close: ACTIVE.has(s.state),
-    deduct: s.state === 'completed' || s.state === 'deducting',
+    deduct: s.state === 'completed', // in deducting an attempt is in flight (409)
     refund: s.state === 'paid' && refundable(s) > 0,
   };
   for (const [act, ok] of Object.entries(can)) $(`act-${act}`).disabled = !ok;
   $('actions-hint').textContent = TERMINAL.has(s.state) && !can.refund ? 'Finished: nothing to do.' :
-    s.state === 'stopping' ? 'Stopping: waiting for the charger; close it if it never answers.' : '';
+    s.state === 'stopping' ? 'Stopping: waiting for the charger; close it if it never answers.' :
+      s.state === 'deducting' ? 'A debit attempt is in flight: wait for Pay Score’s answer.' : '';
 }
 
 // ---------- operator actions with confirmation ----------

@@ -29,6 +29,9 @@ export const STATE_LIMIT_MS = {
 // A timer whose due time passed this long ago should have fired: the engine
 // is behind or down.
 export const TIMER_GRACE_MS = 30e3;
+// Chargers send a meter sample at least every 30 s while charging
+// this long without one means the charger lost the session or went quiet.
+export const METER_SILENCE_MS = 2 * 60e3;
 
 // yuan formats integer fen as yuan with two decimals, without floats.
 export function yuan(fen) {
@@ -143,6 +146,11 @@ export function trouble(s, now = Date.now()) {
     } else if (t.kind !== 'poll') {
       pending = true; // a timer of the state's own will move it (a poll only asks)
     }
+  }
+  // A charging session whose meter went quiet: the charger may have lost it.
+  const lastMeter = Date.parse(s.live?.last_meter_at ?? '');
+  if ((s.state === 'charging' || s.state === 'stopping') && !Number.isNaN(lastMeter) && now - lastMeter > METER_SILENCE_MS) {
+    why.push({ text: `no meter reading for ${dur(now - lastMeter)}`, bad: true });
   }
   const p = s.payment ?? {};
   if (p.failures > 0 && !s.flags?.includes('payment_overdue')) {
