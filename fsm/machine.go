@@ -326,9 +326,12 @@ func (st *step) run() error {
 		if !s.HasFlag(FlagChargerOffline) || s.State.Terminal() {
 			return st.ignore("not offline")
 		}
-		s.Flags = slices.DeleteFunc(s.Flags, func(f Flag) bool { return f == FlagChargerOffline })
-		st.disarm(TimerOffline)
-		st.res.Changed = true
+		if e.Reason == ReasonReboot && s.State != UserConfirmed {
+			// A charger back from a reboot may have lost the session: keep
+			// waiting (the grace) for its queued `ended` or a meter sample.
+			return st.ignore("rebooted: waiting for its queued end or a meter sample")
+		}
+		st.backOnline()
 		return nil
 
 	case EvOrderClosed:
@@ -554,6 +557,13 @@ func (st *step) skew(why string) {
 	st.anomaly("clock_skew: " + why)
 }
 
+// backOnline clears charger_offline and its grace.
+func (st *step) backOnline() {
+	st.s.Flags = slices.DeleteFunc(st.s.Flags, func(f Flag) bool { return f == FlagChargerOffline })
+	st.disarm(TimerOffline)
+	st.res.Changed = true
+}
+
 func (st *step) started() error {
 	s, e := &st.s, st.e
 	s.LastHeardAt = maxTime(s.LastHeardAt, e.At)
@@ -598,6 +608,9 @@ func (st *step) meter() error {
 	st.res.Changed = true
 	if e.Seq != 0 {
 		s.LastSeq = e.Seq
+	}
+	if s.HasFlag(FlagChargerOffline) {
+		st.backOnline() // metering this session: evidently alive
 	}
 	at := st.chargerTime(s.LastMeterAt)
 	if e.MeterWh < s.LastMeterWh {

@@ -167,6 +167,30 @@ func TestTimers(t *testing.T) {
 			t.Fatal("a disarmed timer fired")
 		}
 	})
+	t.Run("a rebooted charger keeps the grace until it meters again", func(t *testing.T) {
+		b := sessionIn(t, Charging)
+		b.apply(Event{Type: EvChargerOffline, By: ByCharger})
+		r := b.apply(Event{Type: EvChargerOnline, By: ByCharger, Reason: ReasonReboot})
+		if r.Changed || !b.s.HasFlag(FlagChargerOffline) {
+			t.Fatal("a reboot cleared the offline grace")
+		}
+		b.meter(1, 1500, time.Second)
+		if b.s.HasFlag(FlagChargerOffline) {
+			t.Fatal("a meter sample did not clear charger_offline")
+		}
+		if _, ok := b.s.TimerByKind(TimerOffline); ok {
+			t.Fatal("grace still armed")
+		}
+		// Rebooted and silent: the grace ends the session.
+		b = sessionIn(t, Charging)
+		b.meter(1, 3000, time.Minute)
+		b.apply(Event{Type: EvChargerOffline, By: ByCharger})
+		b.apply(Event{Type: EvChargerOnline, By: ByCharger, Reason: ReasonReboot})
+		b.fireTimer(TimerOffline)
+		if b.s.State != Stopping || !b.s.EndKnown || b.s.EnergyWh != 2000 {
+			t.Fatalf("%s end=%v energy=%d", b.s.State, b.s.EndKnown, b.s.EnergyWh)
+		}
+	})
 	t.Run("poll queries the order and re-arms", func(t *testing.T) {
 		b := newBuilder(t)
 		r := b.fireTimer(TimerPoll)

@@ -70,6 +70,10 @@ const (
 	ReasonClosedByOperator    = "closed_by_operator"
 )
 
+// ReasonReboot is the Reason of an EvChargerOnline from a charger that came
+// back with a new boot_id.
+const ReasonReboot = "reboot"
+
 // Source says who caused an event: "app", "operator:<name>", "charger",
 // "payscore" or "timer" (service.md §1, history `by`).
 type Source string

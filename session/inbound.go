@@ -154,9 +154,11 @@ func (e *Engine) chargerState(ctx context.Context, c store.Charger, m charger.St
 	if wasOnline != m.Online {
 		e.log.Info("charger presence", "charger", c.ID, "online", m.Online, "reason", m.Reason, "boot_id", m.BootID)
 	}
-	typ := fsm.EvChargerOnline
+	typ, reason := fsm.EvChargerOnline, m.Reason
 	if !m.Online {
 		typ = fsm.EvChargerOffline
+	} else if c.BootID != "" && m.BootID != "" && m.BootID != c.BootID {
+		reason = fsm.ReasonReboot // it may have lost what it was doing
 	}
 	for _, conn := range updated.Connectors {
 		s, err := e.store.ActiveSession(ctx, c.ID, conn)
@@ -166,7 +168,7 @@ func (e *Engine) chargerState(ctx context.Context, c store.Charger, m charger.St
 		if err != nil {
 			return err
 		}
-		if _, err := e.Apply(ctx, s.ID, fsm.Event{Type: typ, At: in.ReceivedAt, By: fsm.ByCharger, Reason: m.Reason}); ignoreRefused(err) != nil {
+		if _, err := e.Apply(ctx, s.ID, fsm.Event{Type: typ, At: in.ReceivedAt, By: fsm.ByCharger, Reason: reason}); ignoreRefused(err) != nil {
 			return err
 		}
 	}
