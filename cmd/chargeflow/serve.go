@@ -214,7 +214,7 @@ func (a *app) start(ctx context.Context) error {
 	// HTTP.
 	handler := api.NewServer(api.Deps{Engine: eng, Store: st, Verifier: payCfg.Verifier,
 		AppTokens: cfg.AppTokens, OperatorTokens: cfg.OperatorTokens, Logger: a.log.With("component", "http"),
-		Ready: func(ctx context.Context) error { return st.Ping(ctx) },
+		Ready: func(ctx context.Context) error { return ready(ctx, st, link) },
 		Extra: map[string]http.Handler{
 			"/metrics": met.Handler(), // unauthenticated, like /healthz: see docs/metrics.md
 
@@ -253,6 +253,20 @@ func (a *app) start(ctx context.Context) error {
 		fmt.Fprintf(a.stdout, "  API tokens:     app %q, operator %q\n", devAppToken, devOperatorToken)
 		fmt.Fprintf(a.stdout, "  try:            curl -H 'Authorization: Bearer %s' %s/v1/sessions\n", devOperatorToken, httpURL)
 		fmt.Fprintf(a.stdout, "  simulated chargers SIM-001…SIM-004 (connectors 1, 2) on %s; Pay Score sandbox confirms after 3s\n", mqttURL)
+	}
+	return nil
+}
+
+// ready is /readyz: the store answers and the broker link is connected.
+// (The payment configuration was checked at start-up: keys load, URLs parse.)
+func ready(ctx context.Context, st store.Store, link charger.Link) error {
+	if err := st.Ping(ctx); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	if r, ok := link.(interface{ Ready() error }); ok {
+		if err := r.Ready(); err != nil {
+			return fmt.Errorf("broker: %w", err)
+		}
 	}
 	return nil
 }
@@ -354,6 +368,12 @@ func (a *app) startDev(ctx context.Context, st store.Store, mqttURL, httpURL str
 		return fmt.Errorf("simulated chargers: %w", err)
 	}
 	a.onClose(func() { fleet.Close() })
+	// Cars are plugged in everywhere, so a session started through the API
+	// (by the demo or by hand) can charge at once.
+	for _, c := range fleet.Chargers() {
+		_ = c.Plug(1)
+		_ = c.Plug(2)
+	}
 	if a.cfg.DemoTraffic {
 		d := &demo{fleet: fleet, base: httpURL, token: devAppToken, log: a.log.With("component", "demo")}
 		a.wg.Add(1)
