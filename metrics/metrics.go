@@ -107,6 +107,7 @@ func New() *Metrics {
 // that they exist before the first event (a missing series is not a zero
 // in PromQL).
 func (m *Metrics) preset() {
+	m.transitions.WithLabelValues("none", string(fsm.Created), string(fsm.EvCreate))
 	for _, row := range fsm.Table {
 		for _, from := range row.Src {
 			m.transitions.WithLabelValues(string(from), string(row.Dst), row.Name)

@@ -54,12 +54,18 @@ func TestObserverLabelsAreBounded(t *testing.T) {
 	if !strings.Contains(text, "chargeflow_confirm_to_start_seconds_count 2") {
 		t.Errorf("confirm_to_start count missing:\n%s", grep(text, "confirm_to_start"))
 	}
-	// Presets: series exist at zero before anything happened.
+}
+
+// The series a dashboard rates or divides by exist at zero before anything
+// happened, and the runtime collectors are registered.
+func TestPresets(t *testing.T) {
+	text := scrape(t, New())
 	for _, want := range []string{
 		`chargeflow_effects_total{kind="send_start",outcome="failed"} 0`,
 		`chargeflow_mqtt_messages_in_total{kind="txn",result="error"} 0`,
 		`chargeflow_mqtt_messages_out_total{kind="txnack",result="error",type="txnack"} 0`,
 		`chargeflow_transitions_total{event="paid",from="deducting",to="paid"} 0`,
+		`chargeflow_transitions_total{event="create",from="none",to="created"} 0`,
 		"go_goroutines", "process_cpu_seconds_total",
 	} {
 		if !strings.Contains(text, want) {
