@@ -161,7 +161,11 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 				}
 				info.mu.Unlock()
 			}
-			log.Info("http request", attrs...)
+			level := slog.LevelInfo
+			if r.URL.Path == "/metrics" || r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+				level = slog.LevelDebug // scraped every few seconds: noise at Info
+			}
+			log.Log(r.Context(), level, "http request", attrs...)
 		}()
 		next.ServeHTTP(ww, r)
 	})

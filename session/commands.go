@@ -141,10 +141,10 @@ func (e *Engine) Create(ctx context.Context, id string, req CreateRequest) (fsm.
 	}
 	if err != nil {
 		if payscore.IsUncertain(err) || payscore.IsRetryable(err) {
-			e.log.Warn("create order uncertain", "session", id, "err", err)
+			e.log.Warn("create order uncertain", "session", id, "charger", req.ChargerID, "err", err)
 			return fsm.Session{}, Errorf(CodeUnavailable, "the payment service did not answer, try again with the same Idempotency-Key")
 		}
-		e.log.Warn("create order refused", "session", id, "err", err)
+		e.log.Warn("create order refused", "session", id, "charger", req.ChargerID, "err", err)
 		return fsm.Session{}, Errorf(CodePaymentRefused, "Pay Score refused the order: %s", payscoreReason(err))
 	}
 	if order.OutOrderNo == "" {

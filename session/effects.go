@@ -143,7 +143,8 @@ func (e *Engine) completeOrder(ctx context.Context, eff fsm.Effect) (string, err
 	}
 	end, clamped := payscore.ClampEndTime(eff.EndTime, s.ConfirmedAt, e.now(), e.cfg.EndTimeMargin)
 	if clamped && !end.Equal(eff.EndTime) {
-		e.log.Info("end_time clamped at call", "session", s.ID, "measured", eff.EndTime, "sent", end)
+		e.log.Info("end_time clamped at call", "session", s.ID, "charger", s.ChargerID, "out_order_no", s.OutOrderNo,
+			"measured", eff.EndTime, "sent", end)
 	}
 	items := make([]payscore.PostItem, 0, len(eff.Lines))
 	for _, l := range eff.Lines {

@@ -380,7 +380,8 @@ func (e *Engine) performTask(ctx context.Context, t store.Task) {
 	pctx, cancel := context.WithTimeout(ctx, e.cfg.Lease*2/3)
 	defer cancel()
 	outcome, err := e.perform(pctx, t.Effect)
-	log := e.log.With("session", t.SessionID, "effect", t.Effect.Kind, "task", t.ID, "attempt", t.Attempts+1)
+	log := e.log.With("session", t.SessionID, "charger", t.Effect.ChargerID, "out_order_no", t.Effect.OutOrderNo,
+		"effect", t.Effect.Kind, "task", t.ID, "attempt", t.Attempts+1)
 	var r errRetry
 	var d errDefer
 	switch {
