@@ -221,25 +221,25 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*C
 			}
 		}
 	}
-	var err error
-	if c.AppTokens, err = parseTokens(vals["CHARGEFLOW_APP_TOKENS"]); err != nil {
-		bad("CHARGEFLOW_APP_TOKENS", "%v", err)
+	var appErr, opErr error
+	if c.AppTokens, appErr = parseTokens(vals["CHARGEFLOW_APP_TOKENS"]); appErr != nil {
+		bad("CHARGEFLOW_APP_TOKENS", "%v", appErr)
 	}
-	if c.OperatorTokens, err = parseTokens(vals["CHARGEFLOW_OPERATOR_TOKENS"]); err != nil {
-		bad("CHARGEFLOW_OPERATOR_TOKENS", "%v", err)
+	if c.OperatorTokens, opErr = parseTokens(vals["CHARGEFLOW_OPERATOR_TOKENS"]); opErr != nil {
+		bad("CHARGEFLOW_OPERATOR_TOKENS", "%v", opErr)
 	}
 	if c.Dev {
-		if len(c.AppTokens) == 0 {
+		if len(c.AppTokens) == 0 && appErr == nil {
 			c.AppTokens = map[string]string{devAppToken: "dev"}
 		}
-		if len(c.OperatorTokens) == 0 {
+		if len(c.OperatorTokens) == 0 && opErr == nil {
 			c.OperatorTokens = map[string]string{devOperatorToken: "dev"}
 		}
 	} else {
-		if len(c.AppTokens) == 0 {
+		if len(c.AppTokens) == 0 && appErr == nil {
 			bad("CHARGEFLOW_APP_TOKENS", "is required (name:token pairs)")
 		}
-		if len(c.OperatorTokens) == 0 {
+		if len(c.OperatorTokens) == 0 && opErr == nil {
 			bad("CHARGEFLOW_OPERATOR_TOKENS", "is required (name:token pairs)")
 		}
 	}

@@ -55,6 +55,12 @@ func TestEndToEnd(t *testing.T) {
 				})
 			}
 			s.t = t
+			// Nothing secret is ever logged.
+			for _, secret := range []string{appToken, opsToken, s.sb.MerchantPrivateKey()[100:140], simPW} {
+				if strings.Contains(s.errOut.String(), secret) {
+					t.Errorf("the service log contains a secret (%.8s…)", secret)
+				}
+			}
 			// Restarting keeps every session.
 			before := s.listAll()
 			s.restart()
