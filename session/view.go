@@ -13,7 +13,7 @@ import (
 type View struct {
 	ID           string        `json:"id"`
 	State        fsm.State     `json:"state"`
-	CancelReason string        `json:"cancel_reason,omitempty"`
+	CancelReason string        `json:"cancel_reason"`
 	Flags        []fsm.Flag    `json:"flags"`
 	ChargerID    string        `json:"charger_id"`
 	Connector    int           `json:"connector"`
