@@ -76,6 +76,3 @@ type Effect struct {
 	OrgReqDate string `json:"org_req_date,omitempty"`
 	OrgHfSeqID string `json:"org_hf_seq_id,omitempty"`
 }
-
-// IsTimer reports whether the effect is a timer to be fired later.
-func (e Effect) IsTimer() bool { return e.Kind == EffArmTimer }
