@@ -407,6 +407,21 @@ func (f Filter) Matches(s fsm.Session) bool {
 		(f.Flag == "" || s.HasFlag(f.Flag))
 }
 
+// Index names the list an adapter scans for f: the most selective filter
+// given — state ("s"), then flag ("f"), then charger ("c"), else all ("a").
+// The other filters are checked on the records with Matches.
+func (f Filter) Index() (kind, value string) {
+	switch {
+	case f.State != "":
+		return "s", string(f.State)
+	case f.Flag != "":
+		return "f", string(f.Flag)
+	case f.ChargerID != "":
+		return "c", f.ChargerID
+	}
+	return "a", ""
+}
+
 // PageLimit returns the effective page size, or ErrInvalid.
 func (f Filter) PageLimit() (int, error) {
 	switch {

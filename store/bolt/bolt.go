@@ -538,15 +538,7 @@ func (s *Store) ListSessions(ctx context.Context, f store.Filter) (store.Page, e
 	if err != nil {
 		return store.Page{}, err
 	}
-	kind, value := "a", ""
-	switch {
-	case f.State != "":
-		kind, value = "s", string(f.State)
-	case f.Flag != "":
-		kind, value = "f", string(f.Flag)
-	case f.ChargerID != "":
-		kind, value = "c", f.ChargerID
-	}
+	kind, value := f.Index()
 	prefix := idxKey(kind, value, "")
 	var page store.Page
 	err = s.view(ctx, func(tx *bolt.Tx) error {

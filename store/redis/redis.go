@@ -634,15 +634,7 @@ func (s *Store) ListSessions(ctx context.Context, f store.Filter) (store.Page, e
 	if err != nil {
 		return store.Page{}, err
 	}
-	key := s.listKey("a", "")
-	switch {
-	case f.State != "":
-		key = s.listKey("s", string(f.State))
-	case f.Flag != "":
-		key = s.listKey("f", string(f.Flag))
-	case f.ChargerID != "":
-		key = s.listKey("c", f.ChargerID)
-	}
+	key := s.listKey(f.Index())
 	var page store.Page
 	last, scanned := after, 0
 	for scanned < maxScan {
