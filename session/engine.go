@@ -177,10 +177,12 @@ func (e *Engine) Apply(ctx context.Context, id string, ev fsm.Event) (fsm.Result
 }
 
 // source is the raw input an event came from, kept with any anomaly the
-// machine reports about it.
+// machine reports about it; check, when set, vets the loaded session before
+// the event is applied (a charger may only speak of its own sessions).
 type source struct {
 	topic   string
 	payload []byte
+	check   func(fsm.Session) error
 }
 
 func (e *Engine) apply(ctx context.Context, id string, ev fsm.Event, src source) (fsm.Result, error) {
@@ -188,6 +190,11 @@ func (e *Engine) apply(ctx context.Context, id string, ev fsm.Event, src source)
 		s, err := e.store.GetSession(ctx, id)
 		if err != nil {
 			return fsm.Result{}, err
+		}
+		if src.check != nil {
+			if err := src.check(s); err != nil {
+				return fsm.Result{}, err
+			}
 		}
 		r, err := e.machine.Apply(s, ev)
 		if err != nil {

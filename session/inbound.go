@@ -109,25 +109,27 @@ func (e *Engine) txn(ctx context.Context, c store.Charger, in charger.Inbound, m
 // checking the session belongs to that charger and connector.
 func (e *Engine) chargerEvent(ctx context.Context, c store.Charger, in charger.Inbound, sessionID string, ev fsm.Event) error {
 	ev.At, ev.By = in.ReceivedAt, fsm.ByCharger
-	s, err := e.store.GetSession(ctx, sessionID)
-	if errors.Is(err, store.ErrNotFound) {
-		e.anomaly(ctx, store.Anomaly{At: in.ReceivedAt, ChargerID: c.ID, SessionID: sessionID, Topic: in.Topic, Payload: in.Payload,
-			Reason: fmt.Sprintf("%s for unknown session %q", ev.Type, sessionID)})
+	var foreign *Error
+	check := func(s fsm.Session) error {
+		if s.ChargerID != c.ID {
+			foreign = Errorf(CodeForbidden, "%s from %s for a session of %s", ev.Type, c.ID, s.ChargerID)
+			return foreign
+		}
 		return nil
 	}
-	if err != nil {
-		return err
+	_, err := e.apply(ctx, sessionID, ev, source{topic: in.Topic, payload: in.Payload, check: check})
+	bad := func(reason string) error {
+		e.anomaly(ctx, store.Anomaly{At: in.ReceivedAt, ChargerID: c.ID, SessionID: sessionID, Topic: in.Topic, Payload: in.Payload, Reason: reason})
+		return nil // stored: acknowledge it
 	}
-	if s.ChargerID != c.ID {
-		e.anomaly(ctx, store.Anomaly{At: in.ReceivedAt, ChargerID: c.ID, SessionID: sessionID, Topic: in.Topic, Payload: in.Payload,
-			Reason: fmt.Sprintf("%s from %s for a session of %s", ev.Type, c.ID, s.ChargerID)})
-		return nil
-	}
-	_, err = e.apply(ctx, sessionID, ev, source{topic: in.Topic, payload: in.Payload})
 	var refused *fsm.RefusedError
-	if errors.As(err, &refused) {
-		e.anomaly(ctx, store.Anomaly{At: in.ReceivedAt, ChargerID: c.ID, SessionID: sessionID, Topic: in.Topic, Payload: in.Payload, Reason: refused.Error()})
-		return nil
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return bad(fmt.Sprintf("%s for unknown session %q", ev.Type, sessionID))
+	case foreign != nil && errors.Is(err, foreign):
+		return bad(foreign.Message)
+	case errors.As(err, &refused):
+		return bad(refused.Error())
 	}
 	return err
 }

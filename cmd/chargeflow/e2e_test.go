@@ -433,7 +433,19 @@ func garbage(t *testing.T, s *stack, cp string) {
 		t.Fatalf("connect: %v", tok.Error())
 	}
 	defer cl.Disconnect(100)
+	// A well-formed message about another charger's session.
+	var others struct {
+		Sessions []view `json:"sessions"`
+	}
+	_ = json.Unmarshal(s.mustDo("GET", "/v1/sessions?charger_id=CP-1&limit=1", opsToken, nil, 200), &others)
+	if len(others.Sessions) != 1 {
+		t.Fatal("no session of CP-1 to spoof")
+	}
+	victim := others.Sessions[0]
+	spoof := fmt.Sprintf(`{"event_id":"spoof-1","session_id":%q,"connector":1,"type":"ended","ts":%q,"meter_wh":99999999}`,
+		victim.ID, time.Now().Format(time.RFC3339))
 	for _, p := range []struct{ topic, payload string }{
+		{s.prefix + "/" + cp + "/up/txn", spoof},
 		{s.prefix + "/" + cp + "/up/meter", `{"session_id": 42`},
 		{s.prefix + "/" + cp + "/up/txn", `{"event_id":"e1","type":"exploded"}`},
 		{s.prefix + "/" + cp + "/up/ack", "\x00\xff not json"},
@@ -457,8 +469,11 @@ func garbage(t *testing.T, s *stack, cp string) {
 				n++
 			}
 		}
-		return n >= 3
+		return n >= 4
 	})
+	if got := s.get(victim.ID); got.State != victim.State || got.EnergyWh != victim.EnergyWh {
+		t.Fatalf("another charger's message changed session %s: %s/%d → %s/%d", victim.ID, victim.State, victim.EnergyWh, got.State, got.EnergyWh)
+	}
 	s.mustDo("GET", "/healthz", "", nil, 200)
 }
 
