@@ -17,7 +17,8 @@
 //     both apply an event to one session: the loser gets ErrVersionConflict,
 //     reloads and re-applies.
 //   - Timers are outbox tasks with a due time, so they survive restarts.
-//   - Time is an input: due-ness is decided by the `now` given to Claim; the
+//   - Time is an input: due-ness is decided by the `now` given to Claim
+//     (and ReleaseLeases); the
 //     expiry of idempotency records by the adapter's injected clock
 //     (Options.Now). Nothing here decides a transition by reading a clock.
 //
@@ -136,6 +137,17 @@ type Store interface {
 	Retry(ctx context.Context, t Task, nextDue time.Time, errText string) error
 	// PendingTasks lists a session's tasks (done ones are gone), by id.
 	PendingTasks(ctx context.Context, sessionID string) ([]Task, error)
+	// ReleaseLeases gives back, at once, every outbox claim whose owner starts
+	// with ownerPrefix (a restarted instance releasing what its previous life
+	// had claimed: the same instance id means that process is gone). The
+	// tasks become due again at their own due time (never later than now);
+	// their Attempts do not change. It returns how many claims it released.
+	// Only live leases (LeaseUntil after now) count; a released claim's token
+	// is void, so a late Complete or Retry under it gets ErrLeaseLost.
+	// Include the separator in the prefix ("inst-7/", so that "inst-70/…"
+	// keeps its claims), and call it before the new life's workers claim
+	// anything under that prefix. An empty prefix is ErrInvalid.
+	ReleaseLeases(ctx context.Context, ownerPrefix string, now time.Time) (int, error)
 	// OutboxStats reports the outbox's size and its oldest due time.
 	OutboxStats(ctx context.Context, now time.Time) (OutboxStats, error)
 

@@ -43,6 +43,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -706,6 +707,62 @@ func (s *Store) Retry(ctx context.Context, t store.Task, nextDue time.Time, errT
 		}
 		return due.Put(dueKey(rec.next(), t.SessionID, t.ID), nil)
 	})
+}
+
+// ReleaseLeases implements store.Store in one write transaction: a task under
+// a live lease has its due entry at the lease's end (after now), so only the
+// entries after now are looked at.
+func (s *Store) ReleaseLeases(ctx context.Context, ownerPrefix string, now time.Time) (int, error) {
+	if ownerPrefix == "" {
+		return 0, fmt.Errorf("%w: release leases needs an owner prefix", store.ErrInvalid)
+	}
+	nowMs := store.Millis(now)
+	n := 0
+	err := s.update(ctx, func(tx *bolt.Tx, _ *writeState) error {
+		n = 0
+		tasks, due := tx.Bucket(bTasks), tx.Bucket(bDue)
+		var keys [][]byte
+		cur := due.Cursor()
+		for k, _ := cur.Seek(msKey(nowMs + 1)); k != nil; k, _ = cur.Next() {
+			keys = append(keys, copyBytes(k))
+		}
+		for _, k := range keys {
+			tk := k[8:]
+			b := tasks.Get(tk)
+			if b == nil {
+				continue // cannot happen: the index is exact
+			}
+			var t taskRec
+			if err := store.DecodeJSON("tasks/"+string(tk), b, &t); err != nil {
+				return err
+			}
+			if t.Lease == "" || t.LeaseUntil <= nowMs || !strings.HasPrefix(store.LeaseOwner(t.Lease), ownerPrefix) {
+				continue
+			}
+			if err := due.Delete(k); err != nil {
+				return err
+			}
+			t.Lease, t.LeaseUntil = "", 0
+			t.Due = min(t.Due, nowMs)
+			nb, err := json.Marshal(t)
+			if err != nil {
+				return err
+			}
+			if err := tasks.Put(tk, nb); err != nil {
+				return err
+			}
+			sessID, taskID, _ := bytes.Cut(tk, []byte{0})
+			if err := due.Put(dueKey(t.next(), string(sessID), string(taskID)), nil); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // PendingTasks implements store.Store.

@@ -69,6 +69,39 @@ func TestCrashBetweenSteps(t *testing.T) {
 		}
 	})
 
+	t.Run("release whose index follow-up died", func(t *testing.T) {
+		s := open(t)
+		ctx, c := t.Context(), s.Client()
+		now := T0.Add(time.Hour)
+		must(t, s.CreateSession(ctx, store.Commit{Session: storetest.Session("s7", "CP7", 1, T0),
+			Effects: []fsm.Effect{{ID: "s7/1", Kind: fsm.EffQueryOrder, Session: "s7", DueAt: now}}}))
+		got, err := s.Claim(ctx, now, "a/1", time.Minute, 10)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("claim: %v %v", got, err)
+		}
+		mem := redisstore.Member("s7", "s7/1")
+		leaseEnd, _ := c.ZScore(ctx, s.DueKey(), mem).Result()
+		if n, err := s.ReleaseLeases(ctx, "a/", now); err != nil || n != 1 {
+			t.Fatalf("release: %d %v", n, err)
+		}
+		if sc, _ := c.ZScore(ctx, s.DueKey(), mem).Result(); sc != float64(now.UnixMilli()) {
+			t.Fatalf("entry at %v after the release, want the due time", sc)
+		}
+		// as if the process died after the script, before moving the entry
+		must(t, c.ZAdd(ctx, s.DueKey(), redis.Z{Score: leaseEnd, Member: mem}).Err())
+		if x, _ := s.Claim(ctx, now, "b/1", time.Minute, 10); len(x) != 0 {
+			t.Fatalf("claimed through a late entry: %v", x)
+		}
+		// the next release finds nothing to release but repairs the entry
+		if n, err := s.ReleaseLeases(ctx, "a/", now); err != nil || n != 0 {
+			t.Fatalf("second release: %d %v", n, err)
+		}
+		x, err := s.Claim(ctx, now, "b/1", time.Minute, 10)
+		if err != nil || len(x) != 1 || x[0].ID != "s7/1" {
+			t.Fatalf("claim after the repair: %v %v", x, err)
+		}
+	})
+
 	t.Run("stale connector claims", func(t *testing.T) {
 		s := open(t)
 		ctx, c := t.Context(), s.Client()

@@ -58,6 +58,14 @@
 //     commit still in flight looks exactly like a gone task for a moment).
 //     Entries only ever race towards an earlier score than needed, which
 //     costs a look, never a late timer.
+//   - ReleaseLeases finds leased tasks by their entries after now (a lease's
+//     end; timers not yet due sit there too and are told apart by their
+//     metadata), walking P:{due} with ZSCAN. Per session, releaseScript
+//     clears the matching live leases in that session's slot; only then is
+//     each entry moved back to its task's due time (ZADD LT). A crash between
+//     the two leaves an entry late by at most the lease (what happened
+//     before the call); the next ReleaseLeases moves any entry it finds later
+//     than its unleased task's due time back, so calling it again repairs it.
 //   - Connector exclusivity: CreateSession takes P:conn:{charger}:<n> with a
 //     compare-and-set before the create script. A taken key is verified: its
 //     session must exist, be active and be on that connector, else the key is
@@ -866,6 +874,133 @@ func (s *Store) Complete(ctx context.Context, t store.Task) error {
 // Retry implements store.Store.
 func (s *Store) Retry(ctx context.Context, t store.Task, nextDue time.Time, errText string) error {
 	return s.settle(ctx, t, "retry", nextDue, errText)
+}
+
+// releasePage is the COUNT hint of one ZSCAN step of ReleaseLeases.
+const releasePage = 256
+
+// ReleaseLeases implements store.Store (see the package doc). It walks P:{due}
+// with ZSCAN, which returns every entry present for the whole walk however
+// scores move meanwhile (paging a score range would skip entries as this and
+// other processes move them); the walk is the whole index, a bounded page at
+// a time. A task under a live lease has its entry at the lease's end, so only
+// a page's entries after now are looked into: one pipelined read of their
+// metadata per page, then, per session with a claim to release,
+// releaseScript on that session's slot, then the entry is moved back to the
+// task's due time. A crash before that move leaves the entry at the lease's
+// end (the task comes back then, as without this call); the next
+// ReleaseLeases moves such a late entry of a task without a lease back to its
+// due time, so calling it again completes a release whose follow-up failed.
+func (s *Store) ReleaseLeases(ctx context.Context, ownerPrefix string, now time.Time) (int, error) {
+	if ownerPrefix == "" {
+		return 0, fmt.Errorf("%w: release leases needs an owner prefix", store.ErrInvalid)
+	}
+	nowMs := store.Millis(now)
+	released := 0
+	var cursor uint64
+	for {
+		kv, next, err := s.c.ZScan(ctx, s.dueKey(), cursor, "", releasePage).Result()
+		if err != nil {
+			return released, mapErr(err)
+		}
+		n, err := s.releasePage(ctx, kv, ownerPrefix, nowMs)
+		released += n
+		if err != nil {
+			return released, err
+		}
+		if cursor = next; cursor == 0 {
+			return released, nil
+		}
+	}
+}
+
+// releasePage releases the claims of one ZSCAN page (member, score, …).
+func (s *Store) releasePage(ctx context.Context, kv []string, ownerPrefix string, nowMs int64) (int, error) {
+	type entry struct {
+		task  string
+		score int64
+	}
+	var order []string
+	bySession := map[string][]entry{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		score, err := strconv.ParseFloat(kv[i+1], 64)
+		if err != nil || int64(score) <= nowMs {
+			continue // due (Claim's business) or not a number
+		}
+		sess, task, ok := splitMember(kv[i])
+		if !ok {
+			continue
+		}
+		if _, seen := bySession[sess]; !seen {
+			order = append(order, sess)
+		}
+		bySession[sess] = append(bySession[sess], entry{task, int64(score)})
+	}
+	if len(order) == 0 {
+		return 0, nil
+	}
+	metas := make(map[string]*redis.SliceCmd, len(order))
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, sess := range order {
+			fields := make([]string, 0, len(bySession[sess]))
+			for _, e := range bySession[sess] {
+				fields = append(fields, "m:"+e.task)
+			}
+			metas[sess] = p.HMGet(ctx, s.tasksKey(sess), fields...)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, mapErr(err)
+	}
+	released := 0
+	for _, sess := range order {
+		var mine []any
+		for i, v := range metas[sess].Val() {
+			e := bySession[sess][i]
+			m, _ := v.(string)
+			parts := strings.SplitN(m, "\n", 4)
+			if len(parts) != 4 {
+				continue // gone (Claim's business) or corrupt (Claim reports it)
+			}
+			due, _ := strconv.ParseInt(parts[0], 10, 64)
+			until, _ := strconv.ParseInt(parts[1], 10, 64)
+			switch lease := parts[3]; {
+			case lease != "" && until > nowMs && strings.HasPrefix(store.LeaseOwner(lease), ownerPrefix):
+				mine = append(mine, e.task)
+			case lease == "" && due < e.score:
+				// a late entry (a follow-up that failed): earlier is harmless
+				_ = s.c.ZAddLT(ctx, s.dueKey(), redis.Z{Score: float64(min(due, nowMs)), Member: member(sess, e.task)}).Err()
+			}
+		}
+		if len(mine) == 0 {
+			continue
+		}
+		res, err := releaseScript.Run(ctx, s.c, []string{s.tasksKey(sess)}, append([]any{nowMs, ownerPrefix}, mine...)...).Slice()
+		if err != nil {
+			return released, mapErr(err)
+		}
+		// the leases are gone: move their entries from the lease's end back
+		// to the due time (only ever earlier)
+		var back []redis.Z
+		for _, r := range res {
+			row, _ := r.([]any)
+			if len(row) < 2 {
+				continue
+			}
+			tid, _ := row[0].(string)
+			dueS, _ := row[1].(string)
+			due, _ := strconv.ParseInt(dueS, 10, 64)
+			back = append(back, redis.Z{Score: float64(due), Member: member(sess, tid)})
+		}
+		released += len(back)
+		if len(back) > 0 {
+			if err := s.c.ZAddLT(context.WithoutCancel(ctx), s.dueKey(), back...).Err(); err != nil {
+				return released, fmt.Errorf("session %s: leases released, index entries left at the lease's end: %w", sess, mapErr(err))
+			}
+		}
+	}
+	return released, nil
 }
 
 // PendingTasks implements store.Store.

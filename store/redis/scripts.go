@@ -87,6 +87,32 @@ end
 return 'ok'
 `)
 
+// releaseScript: KEYS tasks. ARGV now, owner prefix, tids... Every task
+// under a live lease (lease-until > now) whose token's owner starts with the
+// prefix loses its lease and is due at min(due, now); attempts and the last
+// error stay. Returns {tid, due} per task released.
+var releaseScript = redis.NewScript(`
+local now = tonumber(ARGV[1])
+local prefix = ARGV[2]
+local out = {}
+for i = 3, #ARGV do
+  local tid = ARGV[i]
+  local m = redis.call('HGET', KEYS[1], 'm:'..tid)
+  if m then
+    local due, lu, att, lease = string.match(m, '^(%-?%d+)\n(%-?%d+)\n(%d+)\n(.*)$')
+    if due and lease ~= '' and tonumber(lu) > now then
+      local owner = string.match(lease, '^(.*)#') or lease
+      if string.sub(owner, 1, #prefix) == prefix then
+        if tonumber(due) > now then due = ARGV[1] end
+        redis.call('HSET', KEYS[1], 'm:'..tid, due..'\n0\n'..att..'\n')
+        out[#out+1] = {tid, due}
+      end
+    end
+  end
+end
+return out
+`)
+
 // feedScript: KEYS stream, session version key. ARGV version (0 = no
 // check), max length, field, value, ... Appends unless a change of an equal
 // or newer version of the session was already appended (two processes'
@@ -151,5 +177,5 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 `)
 
-var allScripts = []*redis.Script{commitScript, claimScript, settleScript, feedScript, casScript, hcasScript,
+var allScripts = []*redis.Script{commitScript, claimScript, settleScript, releaseScript, feedScript, casScript, hcasScript,
 	idemPutScript, idemSaveScript, markScript}
