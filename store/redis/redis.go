@@ -755,6 +755,9 @@ func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease ti
 			break
 		}
 		tasks := bySession[sess]
+		if room := max - len(out); len(tasks) > room {
+			tasks = tasks[:room] // the port promises at most max
+		}
 		token := store.LeaseToken(owner, randomBytes())
 		args := []any{nowMs, token, untilMs}
 		for _, t := range tasks {

@@ -132,6 +132,7 @@ func Run(t *testing.T, newOpener func(t *testing.T) Opener) {
 		{"CommitCompareAndSet", testCommit},
 		{"ConcurrentCommits", testConcurrentCommits},
 		{"OutboxLeases", testOutboxLeases},
+		{"ClaimHonoursMax", testClaimMax},
 		{"OutboxRetryAndDisarm", testOutboxRetryAndDisarm},
 		{"TimersAcrossReopen", testTimersAcrossReopen},
 		{"ReleaseLeases", testReleaseLeases},
@@ -343,6 +344,28 @@ func ids(ts []store.Task) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// testClaimMax: Claim returns at most max tasks, even when one session has
+// more due than that; the rest stay claimable.
+func testClaimMax(e *env) {
+	t := e.t
+	now := T0.Add(time.Minute)
+	e.create(Session("m1", "CPM", 1, now),
+		fsm.Effect{ID: "m1/1", Kind: fsm.EffQueryOrder, Session: "m1", DueAt: now},
+		fsm.Effect{ID: "m1/2", Kind: fsm.EffQueryOrder, Session: "m1", DueAt: now},
+		fsm.Effect{ID: "m1/3", Kind: fsm.EffQueryOrder, Session: "m1", DueAt: now},
+	)
+	first, err := e.s.Claim(e.ctx, now, "A", time.Minute, 2)
+	must(t, err)
+	if len(first) != 2 {
+		t.Fatalf("claimed %v with max 2", ids(first))
+	}
+	rest, err := e.s.Claim(e.ctx, now, "B", time.Minute, 5)
+	must(t, err)
+	if len(rest) != 1 || slices.Contains(ids(first), rest[0].ID) {
+		t.Fatalf("then claimed %v after %v", ids(rest), ids(first))
+	}
 }
 
 func testOutboxLeases(e *env) {
