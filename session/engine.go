@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -299,8 +300,16 @@ func (e *Engine) wake() {
 }
 
 // Run performs outbox entries until ctx is done, with cfg.Workers workers.
-// It returns when every worker has stopped.
+// It returns when every worker has stopped. First it takes back what a
+// previous life of this instance had claimed: instance ids are unique among
+// running processes, so claims under ours belong to a process that is gone
+// (a crash), and waiting out their lease would only delay their sessions.
 func (e *Engine) Run(ctx context.Context) error {
+	if n, err := e.store.ReleaseLeases(ctx, e.cfg.InstanceID+"/", e.now()); err != nil {
+		e.log.Warn("release leases of a previous run", "err", err)
+	} else if n > 0 {
+		e.log.Info("released the claims of a previous run", "tasks", n)
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -311,7 +320,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			e.work(ctx, fmt.Sprintf("%s/%d", e.cfg.InstanceID, i))
+			e.work(ctx, e.cfg.InstanceID+"/"+strconv.Itoa(i))
 		}()
 	}
 	wg.Wait()
