@@ -11,6 +11,11 @@
 // non-volatile memory (which survives Reboot) and re-sent in order until
 // down/txnack names them, with offline:true for events created while
 // disconnected; meter is sent every MeterInterval with seq+1.
+//
+// With Config.StateDir the NVM is a file per charger (nvm.go), so chargers
+// also survive a restart of the process that runs them: the register goes on
+// from where it was, queued txn events are re-sent with their event_id, and
+// sessions that were running end with "power_loss".
 package sim
 
 import (
@@ -24,6 +29,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -47,6 +53,10 @@ type Config struct {
 	Logger    *slog.Logger
 	TLSConfig *tls.Config
 	Model, FW string
+	// StateDir, when set, holds each charger's non-volatile memory as
+	// <StateDir>/<id>.json, read at the first power-up and written on every
+	// change (see nvm.go). Empty: the NVM lives in memory only.
+	StateDir string
 }
 
 // ChargerSpec is one simulated charger.
@@ -75,6 +85,11 @@ func New(cfg Config) (*Fleet, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.StateDir != "" {
+		if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+			return nil, fmt.Errorf("sim: state dir: %w", err)
+		}
 	}
 	f := &Fleet{}
 	seen := map[string]bool{}
@@ -139,12 +154,15 @@ type connector struct {
 	accum   int64 // W·ms not yet a whole Wh
 }
 
-// nvm is what survives a reboot ("non-volatile memory").
+// nvm is what survives a reboot ("non-volatile memory"); with
+// Config.StateDir it is also kept in a file (nvm.go).
 type nvm struct {
-	pending  []charger.TxnMsg          // txn events not yet acked, in creation order
-	answers  map[string]charger.AckMsg // cmd_id → answer given
-	register map[int]int64             // energy register per connector (Wh)
-	sessions map[int]*SessionInfo      // running sessions, kept across a reboot without ending
+	pending     []charger.TxnMsg          // txn events not yet acked, in creation order
+	answers     map[string]charger.AckMsg // cmd_id → answer given
+	answerOrder []string                  // cmd_ids in answer order (the file keeps the last maxAnswers)
+	register    map[int]int64             // energy register per connector (Wh)
+	sessions    map[int]*SessionInfo      // running sessions, kept across a reboot without ending
+	boots       int64                     // power-ups so far
 }
 
 // power is one power-up of a charger: its MQTT client and loop.
@@ -159,6 +177,8 @@ type power struct {
 	connected atomic.Bool
 	ready     chan struct{} // closed after the first successful OnConnect
 	readyOnce sync.Once
+	connTok   paho.Token // the first Connect's; set before tokSet is closed
+	tokSet    chan struct{}
 }
 
 // Charger is one simulated charger. Its methods are safe for concurrent use.
@@ -168,13 +188,15 @@ type Charger struct {
 	topics       charger.Topics
 	log          *slog.Logger
 
-	mu       sync.Mutex // guards everything below
-	nvm      nvm
-	conns    map[int]*connector
-	connIDs  []int
-	pw       *power // nil while off
-	commands []charger.Command
-	received []string // raw cmd payloads that did not decode
+	mu          sync.Mutex // guards everything below
+	nvm         nvm
+	loaded      bool // the state file has been read (first power-up)
+	saveFailing bool // the last write of the state file failed (logged once)
+	conns       map[int]*connector
+	connIDs     []int
+	pw          *power // nil while off
+	commands    []charger.Command
+	received    []string // raw cmd payloads that did not decode
 	// faults
 	rejectStart string
 	neverStart  bool
@@ -216,7 +238,13 @@ func (c *Charger) PowerOn(ctx context.Context) error {
 		c.mu.Unlock()
 		return nil
 	}
-	p := &power{bootID: newID(), stop: make(chan struct{}), ready: make(chan struct{})}
+	if !c.loaded {
+		c.loaded = true
+		c.loadLocked()
+	}
+	c.nvm.boots++
+	c.saveLocked()
+	p := &power{bootID: newID(), stop: make(chan struct{}), ready: make(chan struct{}), tokSet: make(chan struct{})}
 	// Sessions that survived a reboot (Reboot(false)) resume charging.
 	for cid, s := range c.nvm.sessions {
 		if cn := c.conns[cid]; cn != nil {
@@ -242,7 +270,8 @@ func (c *Charger) PowerOn(ctx context.Context) error {
 	c.pw = p
 	c.mu.Unlock()
 
-	p.client.Connect() // with ConnectRetry the token completes only when connected; readiness is p.ready
+	p.connTok = p.client.Connect() // with ConnectRetry the token completes only when connected; readiness is p.ready
+	close(p.tokSet)
 	p.wg.Add(1)
 	go c.loop(p)
 	select {
@@ -309,6 +338,20 @@ func (c *Charger) onConnect(p *power, cl paho.Client) {
 	}
 	if code := tok.(*paho.SubscribeToken).Result()[c.topics.Down(c.id)]; code > 2 {
 		c.log.Warn("sim: subscribe refused", "code", code)
+		return
+	}
+	// On the first connect, paho resumes its store after calling this
+	// handler, and sets the DUP flag of every publish it finds there even
+	// while sending it (a data race): publish only once that is over.
+	// (On a reconnect the token is long done.)
+	select {
+	case <-p.tokSet:
+	case <-p.stop:
+		return
+	}
+	select {
+	case <-p.connTok.Done():
+	case <-p.stop:
 		return
 	}
 	p.connected.Store(true)
@@ -380,16 +423,28 @@ func (c *Charger) loop(p *power) {
 }
 
 func (c *Charger) meterLocked(p *power) {
+	metering := false
 	for _, id := range c.connIDs {
 		cn := c.conns[id]
 		if cn.sess == nil {
 			continue
 		}
+		metering = true
 		cn.accum += c.cfg.PowerW * c.cfg.MeterInterval.Milliseconds()
 		c.nvm.register[id] += cn.accum / 3_600_000
 		cn.accum %= 3_600_000
+		cn.sess.Seq++
+	}
+	if !metering {
+		return
+	}
+	c.saveLocked() // the NVM is never behind a sample the cloud has seen
+	for _, id := range c.connIDs {
+		cn := c.conns[id]
+		if cn.sess == nil {
+			continue
+		}
 		s := cn.sess
-		s.Seq++
 		c.publishLocked(p, c.topics.Up(c.id, charger.KindMeter), charger.MeterMsg{SessionID: s.ID, Connector: id,
 			Seq: s.Seq, TS: c.nowLocked(), EnergyWh: c.nvm.register[id], PowerW: c.cfg.PowerW}, false)
 		if s.MaxEnergyWh > 0 && c.nvm.register[id]-s.StartWh >= s.MaxEnergyWh {
@@ -418,7 +473,11 @@ func (c *Charger) onMessage(p *power, m paho.Message) {
 			return
 		}
 		id := msg.(charger.TxnAck).EventID
+		n := len(c.nvm.pending)
 		c.nvm.pending = slices.DeleteFunc(c.nvm.pending, func(e charger.TxnMsg) bool { return e.EventID == id })
+		if len(c.nvm.pending) != n {
+			c.saveLocked()
+		}
 	case charger.KindCmd:
 		c.commandLocked(p, m.Payload())
 	}
@@ -484,7 +543,11 @@ func (c *Charger) commandLocked(p *power, payload []byte) {
 }
 
 func (c *Charger) answerLocked(p *power, a charger.AckMsg) {
+	if _, ok := c.nvm.answers[a.CmdID]; !ok {
+		c.nvm.answerOrder = append(c.nvm.answerOrder, a.CmdID)
+	}
 	c.nvm.answers[a.CmdID] = a
+	c.saveLocked() // kept before it is sent
 	c.publishLocked(p, c.topics.Up(c.id, charger.KindAck), a, false)
 }
 
@@ -495,6 +558,7 @@ func (c *Charger) txnLocked(p *power, ev charger.TxnMsg) {
 	ev.TS = c.nowLocked()
 	ev.Offline = p == nil || !p.connected.Load()
 	c.nvm.pending = append(c.nvm.pending, ev)
+	c.saveLocked() // kept before it is sent (with the session change that made it)
 	if p != nil {
 		c.publishLocked(p, c.topics.Up(c.id, charger.KindTxn), ev, false)
 	}
@@ -584,6 +648,7 @@ func (c *Charger) ResetMeter() {
 	for id := range c.nvm.register {
 		c.nvm.register[id] = 0
 	}
+	c.saveLocked()
 }
 
 // Kill cuts the network and stops the charger without an MQTT DISCONNECT,
@@ -690,6 +755,13 @@ func (c *Charger) Pending() []charger.TxnMsg {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.nvm.pending)
+}
+
+// Boots returns how many times the charger has powered up (kept in NVM).
+func (c *Charger) Boots() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nvm.boots
 }
 
 // Register returns the energy register of connector (Wh).

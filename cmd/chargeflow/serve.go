@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -360,7 +361,7 @@ func (a *app) startDev(ctx context.Context, st store.Store, mqttURL, httpURL str
 		specs = append(specs, sim.ChargerSpec{ID: id, Password: simPassword, Connectors: []int{1, 2}})
 	}
 	fleet, err := sim.New(sim.Config{BrokerURL: mqttURL, Prefix: a.cfg.MQTTPrefix, Chargers: specs, MeterInterval: 2 * time.Second,
-		PowerW: 22_000, Logger: a.log.With("component", "sim")})
+		PowerW: 22_000, Logger: a.log.With("component", "sim"), StateDir: filepath.Join(a.cfg.DataDir, "sim")})
 	if err != nil {
 		return fmt.Errorf("simulated chargers: %w", err)
 	}

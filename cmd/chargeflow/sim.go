@@ -37,6 +37,7 @@ func runSim(ctx context.Context, args []string, getenv func(string) string, stdo
 	dup := fs.Bool("duplicate", false, "send every message twice")
 	skew := fs.Duration("skew", 0, "charger clock skew (e.g. 10m, -3m)")
 	die := fs.Duration("die-after", 0, "kill a random charger (no DISCONNECT: the will fires) this long after its session starts; 0: never")
+	stateDir := fs.String("state-dir", "", "keep each charger's non-volatile memory in `dir`/<id>.json, so chargers survive a restart (empty: memory only)")
 	verbose := fs.Bool("v", false, "log debug messages")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -66,7 +67,7 @@ func runSim(ctx context.Context, args []string, getenv func(string) string, stdo
 		specs = append(specs, sim.ChargerSpec{ID: id, Password: *password, Connectors: conns})
 	}
 	fleet, err := sim.New(sim.Config{BrokerURL: *broker, Prefix: *prefix, Chargers: specs,
-		MeterInterval: *meterEvery, PowerW: *power, Logger: log})
+		MeterInterval: *meterEvery, PowerW: *power, Logger: log, StateDir: *stateDir})
 	if err != nil {
 		return err
 	}
