@@ -26,6 +26,7 @@ func runSandbox(ctx context.Context, args []string, getenv func(string) string, 
 	autoConfirm := fs.Duration("auto-confirm", 0, "confirm every new order after this delay, as a simulated user (0 = off)")
 	allowCancel := fs.Bool("allow-cancel-after-complete", false, "allow cancel of a completed order while no deduction registration is live")
 	notifyBackoff := fs.Duration("notify-backoff", 5*time.Second, "wait before the first notification re-send (doubles)")
+	stateFile := fs.String("state-file", "", "keep orders, payments, the replay cache and the generated keys in this file across restarts (empty = memory only)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -34,6 +35,7 @@ func runSandbox(ctx context.Context, args []string, getenv func(string) string, 
 		AutoConfirm:              *autoConfirm,
 		AllowCancelAfterComplete: *allowCancel,
 		NotifyBackoff:            *notifyBackoff,
+		StateFile:                *stateFile,
 		Logger:                   log,
 	})
 	if err != nil {

@@ -128,7 +128,8 @@ func (a *app) start(ctx context.Context) error {
 	var payCfg payscore.Config
 	var sb *sandbox.Sandbox
 	if cfg.HuifuBaseURL == "" {
-		sb, err = sandbox.New(sandbox.Options{AutoConfirm: 3 * time.Second, NotifyBackoff: time.Second, Logger: a.log.With("component", "sandbox")})
+		sb, err = sandbox.New(sandbox.Options{AutoConfirm: 3 * time.Second, NotifyBackoff: time.Second, Logger: a.log.With("component", "sandbox"),
+			StateFile: filepath.Join(cfg.DataDir, "payscore-sandbox.json")})
 		if err != nil {
 			return fmt.Errorf("sandbox: %w", err)
 		}

@@ -151,6 +151,10 @@ func (s *Sandbox) execute(path string, op func(*Sandbox, map[string]string) (rep
 	if key != "" {
 		s.seen[key] = &seenRequest{path: path, data: string(ident), reply: rep}
 	}
+	// Durable before the reply or a notification leaves (Options.StateFile).
+	if key != "" || (path != payscore.PathQueryOrder && path != payscore.PathQueryDeduction) {
+		s.saveLocked()
+	}
 	s.sendLocked(notes)
 	return rep
 }

@@ -558,6 +558,7 @@ func (s *Sandbox) Confirm(outOrderNo string) error {
 			"req_seq_id": o.reqSeqID, "req_date": o.reqDate, "out_order_no": o.outOrderNo,
 			"state": payscore.StateDoing, "state_description": payscore.StateDescUserConfirm, "openid": o.openID,
 		}}
+	s.saveLocked()
 	s.sendLocked([]note{n})
 	s.mu.Unlock()
 	return nil
@@ -576,6 +577,7 @@ func (s *Sandbox) Refuse(outOrderNo string) error {
 		return fmt.Errorf("sandbox: order %s is %s, not CREATED", outOrderNo, o.state)
 	}
 	o.refused = true
+	s.saveLocked()
 	return nil
 }
 
@@ -595,7 +597,9 @@ func (s *Sandbox) PayByUser(outOrderNo string) error {
 		return fmt.Errorf("sandbox: order %s cannot be paid: %s", outOrderNo, r["resp_desc"])
 	}
 	p := &payment{o: o, HfSeqID: s.nextID("HF"), ReqSeqID: s.nextID("UP"), ReqDate: payscore.FormatDate(s.now()), Amount: o.total, ByUser: true}
-	s.sendLocked([]note{s.pay(o, p, o.notifyURL)})
+	n := s.pay(o, p, o.notifyURL)
+	s.saveLocked()
+	s.sendLocked([]note{n})
 	return nil
 }
 

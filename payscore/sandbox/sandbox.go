@@ -9,6 +9,9 @@
 // and injects faults; it exists as Go methods (for tests) and over HTTP under
 // /_sandbox/ (for `chargeflow sandbox`).
 //
+// With Options.StateFile the sandbox survives a restart: orders, payments,
+// the replay cache and its generated keys are kept in that file (state.go).
+//
 // All methods are safe for concurrent use. Goroutines (notification
 // deliveries, automatic confirmations) are owned by the Sandbox and stopped
 // by Close.
@@ -21,6 +24,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -65,6 +70,15 @@ type Options struct {
 	// RegistrationTTL is how long a deduction registration lives; default 24h.
 	RegistrationTTL time.Duration
 
+	// StateFile, when set, makes the sandbox durable: New loads the file if
+	// it exists (an unreadable or corrupt file is an error naming it, never
+	// a silent fresh start) and the whole state is rewritten atomically
+	// after every change, so a restarted sandbox still knows every order,
+	// registration, payment and refund, its seq counter, the request replay
+	// cache and the key pairs it generated (see state.go for what is not
+	// kept). Its directory is created if missing. Empty: memory only.
+	StateFile string
+
 	Logger *slog.Logger
 }
 
@@ -80,6 +94,7 @@ type Sandbox struct {
 	mux      *http.ServeMux
 
 	huifuPub, merchantPriv, merchantPub string
+	huifuPriv                           string // generated (or loaded) Huifu key, for the state file; "" when given
 
 	ctx    context.Context // cancelled by Close: stops goroutines and hung replies
 	cancel context.CancelFunc
@@ -129,14 +144,35 @@ func New(opts Options) (*Sandbox, error) {
 	}
 	s.autoConfirm = opts.AutoConfirm
 
-	var huifuKey *rsa.PrivateKey
+	var st *stateFile
 	var err error
-	if opts.HuifuPrivateKey != "" {
+	if opts.StateFile != "" {
+		if st, err = readState(opts.StateFile); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(filepath.Dir(opts.StateFile), 0o700); err != nil {
+			return nil, fmt.Errorf("sandbox: state file %s: %w", opts.StateFile, err)
+		}
+	}
+
+	var huifuKey *rsa.PrivateKey
+	switch {
+	case opts.HuifuPrivateKey != "":
 		if huifuKey, err = payscore.LoadPrivateKey(opts.HuifuPrivateKey); err != nil {
 			return nil, fmt.Errorf("sandbox: huifu key: %w", err)
 		}
-	} else if huifuKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
-		return nil, fmt.Errorf("sandbox: generate huifu key: %w", err)
+	case st != nil && st.HuifuPrivateKey != "":
+		if huifuKey, err = payscore.LoadPrivateKey(st.HuifuPrivateKey); err != nil {
+			return nil, fmt.Errorf("sandbox: state file %s: huifu key: %w", opts.StateFile, err)
+		}
+		s.huifuPriv = st.HuifuPrivateKey
+	default:
+		if huifuKey, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+			return nil, fmt.Errorf("sandbox: generate huifu key: %w", err)
+		}
+		if s.huifuPriv, err = payscore.EncodePrivateKey(huifuKey); err != nil {
+			return nil, fmt.Errorf("sandbox: %w", err)
+		}
 	}
 	if s.huifuPub, err = payscore.EncodePublicKey(&huifuKey.PublicKey); err != nil {
 		return nil, fmt.Errorf("sandbox: %w", err)
@@ -148,6 +184,13 @@ func New(opts Options) (*Sandbox, error) {
 		if merchantPub, err = payscore.LoadPublicKey(opts.MerchantPublicKey); err != nil {
 			return nil, fmt.Errorf("sandbox: merchant key: %w", err)
 		}
+	} else if st != nil && st.MerchantPrivateKey != "" {
+		mk, err := payscore.LoadPrivateKey(st.MerchantPrivateKey)
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: state file %s: merchant key: %w", opts.StateFile, err)
+		}
+		s.merchantPriv = st.MerchantPrivateKey
+		merchantPub = &mk.PublicKey
 	} else {
 		mk, err := rsa.GenerateKey(rand.Reader, 2048)
 		if err != nil {
@@ -163,7 +206,6 @@ func New(opts Options) (*Sandbox, error) {
 	}
 	s.verifier = payscore.NewRSAVerifier(merchantPub)
 
-	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.orders = map[string]*order{}
 	s.byHfSeq = map[string]*order{}
 	s.byCreateReq = map[string]*order{}
@@ -172,7 +214,21 @@ func New(opts Options) (*Sandbox, error) {
 	s.payments = map[string]*payment{}
 	s.seen = map[string]*seenRequest{}
 	s.faults = map[string][]FaultKind{}
+	if st != nil {
+		if err := s.restore(st); err != nil {
+			return nil, fmt.Errorf("sandbox: state file %s: %w", opts.StateFile, err)
+		}
+	}
+	// Write at once: the keys of a fresh sandbox must survive a restart even
+	// when no order was created.
+	if err := s.trySaveLocked(); err != nil {
+		return nil, fmt.Errorf("sandbox: state file %s: %w", opts.StateFile, err)
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.mux = s.routes()
+	s.mu.Lock()
+	s.rearmAutoConfirmLocked()
+	s.mu.Unlock()
 	return s, nil
 }
 
