@@ -207,6 +207,25 @@ func (s *stack) start() {
 	}
 }
 
+// logOf returns the service's log lines that name the session or its order
+// (the last 60).
+func (s *stack) logOf(id, outOrderNo string) string {
+	if s.errOut == nil {
+		return ""
+	}
+	var lines []string
+	for _, l := range strings.Split(s.errOut.String(), "\n") {
+		named := strings.Contains(l, id) || (outOrderNo != "" && strings.Contains(l, outOrderNo))
+		if named && !strings.Contains(l, `"http request"`) {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) > 60 {
+		lines = lines[len(lines)-60:]
+	}
+	return strings.Join(lines, "\n")
+}
+
 func tail(s string) string {
 	if len(s) > 4000 {
 		return "…" + s[len(s)-4000:]
@@ -377,7 +396,7 @@ func (s *stack) waitState(id, state string) view {
 			return v
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("session %s: state %s, want %s; history %+v", id, v.State, state, v.History)
+			s.t.Fatalf("session %s: state %s, want %s; history %+v\nits log:\n%s", id, v.State, state, v.History, s.logOf(id, v.OutOrderNo))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
