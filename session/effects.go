@@ -5,12 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/chargeflow/chargeflow/charger"
 	"github.com/chargeflow/chargeflow/fsm"
 	"github.com/chargeflow/chargeflow/payscore"
 	"github.com/chargeflow/chargeflow/store"
 )
+
+// commandTimeout bounds one publish to a charger: a broker that does not
+// acknowledge within it is retried later rather than holding a worker.
+const commandTimeout = 5 * time.Second
 
 // perform does one effect. It returns an outcome for metrics, or an error:
 // errRetry (or a transient error) to try again later, any other error to
@@ -26,6 +31,8 @@ func (e *Engine) perform(ctx context.Context, eff fsm.Effect) (string, error) {
 	case fsm.EffSendStart:
 		return e.sendStart(ctx, eff)
 	case fsm.EffSendStop:
+		ctx, cancel := context.WithTimeout(ctx, commandTimeout)
+		defer cancel()
 		err := e.cmd.SendCommand(ctx, eff.ChargerID, charger.Command{CmdID: eff.CmdID, Type: charger.CmdStop,
 			SessionID: eff.Session, Connector: eff.Connector})
 		if err != nil {
@@ -80,6 +87,8 @@ func (e *Engine) sendStart(ctx context.Context, eff fsm.Effect) (string, error) 
 	if !eff.Deadline.IsZero() && now.After(eff.Deadline) {
 		return "skipped", nil // the start timeout settles the session
 	}
+	ctx, cancel := context.WithTimeout(ctx, commandTimeout)
+	defer cancel()
 	err = e.cmd.SendCommand(ctx, eff.ChargerID, charger.Command{CmdID: eff.CmdID, Type: charger.CmdStart,
 		SessionID: eff.Session, Connector: eff.Connector, Deadline: eff.Deadline, MaxEnergyWh: eff.MaxEnergyWh})
 	if err != nil {

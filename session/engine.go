@@ -58,7 +58,8 @@ type Config struct {
 	Machine fsm.Config
 	// InstanceID names this process: the outbox lease owner, the log field.
 	InstanceID string
-	// Workers perform outbox entries concurrently (default 4).
+	// Workers perform outbox entries concurrently (default 8: most of an
+	// effect's time is waiting on the broker or on Huifu).
 	Workers int
 	// Lease is how long a claimed entry is ours (default 30 s); a crashed
 	// worker's entries come back after it.
@@ -85,7 +86,7 @@ type Config struct {
 
 func (c *Config) defaults() {
 	if c.Workers <= 0 {
-		c.Workers = 4
+		c.Workers = 8
 	}
 	if c.Lease <= 0 {
 		c.Lease = 30 * time.Second
@@ -335,7 +336,10 @@ func (e *Engine) ackLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case a := <-e.acks:
-			if err := e.cmd.AckTxn(ctx, a.chargerID, a.eventID); err != nil && ctx.Err() == nil {
+			actx, cancel := context.WithTimeout(ctx, commandTimeout)
+			err := e.cmd.AckTxn(actx, a.chargerID, a.eventID)
+			cancel()
+			if err != nil && ctx.Err() == nil {
 				e.log.Warn("txn ack", "charger", a.chargerID, "event_id", a.eventID, "err", err)
 			}
 		}
