@@ -17,7 +17,7 @@
 //
 //	P:{due}          zset  member "<len(session)>:<session><task>", score = the
 //	                       ms at which the task next needs a look (due, or lease end)
-//	P:{due}:gone     zset  members whose task was not found, score = when seen
+//	P:{due}:gone     zset  members whose task was not found, score = when first seen
 //	P:oon:<no>       string  out_order_no → session id
 //	P:conn:{<charger>}:<n>  string  "<session id>|<ms taken>" (the connector's active session)
 //	P:ls:a, P:ls:s:<state>, P:ls:f:<flag>, P:ls:c:<charger>
@@ -53,7 +53,8 @@
 //     entry: a task due and not under a live lease is leased in that script,
 //     and its entry moved to the lease's end, so a crashed worker's task comes
 //     back; an entry whose time is not yet come gets its true time; an entry
-//     whose task is gone is moved to P:{due}:gone and dropped only after
+//     whose task is not found is kept and looked at again a second later, its
+//     first sighting noted in P:{due}:gone, and dropped after
 //     Options.GoneGrace if its task still does not exist (the write-ahead of a
 //     commit still in flight looks exactly like a gone task for a moment).
 //     Entries only ever race towards an earlier score than needed, which
@@ -797,9 +798,16 @@ func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease ti
 				score, _ := strconv.ParseFloat(nx, 64)
 				_ = s.c.ZAddXX(ctx, s.dueKey(), redis.Z{Score: score, Member: mem}).Err()
 			case "gone":
+				// Maybe a commit still in flight (its write-ahead entry came
+				// before its script), maybe a commit that died. Keep the
+				// entry and look again shortly; remember when it was first
+				// seen so that sweepGone drops it after the grace if its
+				// task never appears. Removing it here would lose a task
+				// whose commit lands in between (its follow-up re-add can
+				// run before this pipeline) until the grace.
 				_, _ = s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
-					p.ZRem(ctx, s.dueKey(), mem)
-					p.ZAdd(ctx, s.goneKey(), redis.Z{Score: float64(nowMs), Member: mem})
+					p.ZAddXX(ctx, s.dueKey(), redis.Z{Score: float64(nowMs + goneRecheck.Milliseconds()), Member: mem})
+					p.ZAddNX(ctx, s.goneKey(), redis.Z{Score: float64(nowMs), Member: mem})
 					return nil
 				})
 			case "corrupt":
@@ -812,6 +820,13 @@ func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease ti
 
 // sweepGone drops index entries whose task has been missing for GoneGrace,
 // and puts back those whose task appeared after all.
+// goneRecheck is how soon an entry whose task was not found is looked at
+// again.
+const goneRecheck = time.Second
+
+// sweepGone settles the entries first seen without their task more than
+// GoneGrace ago: a task that exists by now keeps (or gets back) its due entry;
+// one that still does not exist loses it.
 func (s *Store) sweepGone(ctx context.Context, nowMs int64) error {
 	limit := nowMs - s.opts.GoneGrace.Milliseconds()
 	gone, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.goneKey(), Start: "-inf", Stop: strconv.FormatInt(limit, 10),
@@ -823,13 +838,19 @@ func (s *Store) sweepGone(ctx context.Context, nowMs int64) error {
 		sess, task, ok := splitMember(m)
 		if ok {
 			mt, err := s.c.HGet(ctx, s.tasksKey(sess), "m:"+task).Result()
-			if err == nil {
+			switch {
+			case err == nil:
 				dueS, _, _ := strings.Cut(mt, "\n")
 				score, _ := strconv.ParseFloat(dueS, 64)
 				if err := s.c.ZAddNX(ctx, s.dueKey(), redis.Z{Score: score, Member: m}).Err(); err != nil {
 					return mapErr(err)
 				}
-			} else if !errors.Is(err, redis.Nil) {
+			case errors.Is(err, redis.Nil):
+				// Still no task: a commit that died after its write-ahead.
+				if err := s.c.ZRem(ctx, s.dueKey(), m).Err(); err != nil {
+					return mapErr(err)
+				}
+			default:
 				return mapErr(err)
 			}
 		}
