@@ -536,15 +536,23 @@ func (s *Sandbox) refund(d map[string]string) (reply, []note) {
 		"org_req_date": p.ReqDate, "org_hf_seq_id": p.HfSeqID}), nil
 }
 
+// userOrderLocked finds the order the simulated user acts on. s.mu is held.
+func (s *Sandbox) userOrderLocked(outOrderNo string) (*order, error) {
+	if o := s.orders[outOrderNo]; o != nil {
+		return o, nil
+	}
+	return nil, fmt.Errorf("sandbox: no order %q", outOrderNo)
+}
+
 // Confirm plays the user confirming the order in WeChat: CREATED becomes
 // DOING/USER_CONFIRM and the user-confirmed notification goes to create's
 // notify_url.
 func (s *Sandbox) Confirm(outOrderNo string) error {
 	s.mu.Lock()
-	o := s.orders[outOrderNo]
-	if o == nil {
+	o, err := s.userOrderLocked(outOrderNo)
+	if err != nil {
 		s.mu.Unlock()
-		return fmt.Errorf("sandbox: no order %q", outOrderNo)
+		return err
 	}
 	s.refresh(o)
 	if o.state != payscore.StateCreated {
@@ -569,9 +577,9 @@ func (s *Sandbox) Confirm(outOrderNo string) error {
 func (s *Sandbox) Refuse(outOrderNo string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	o := s.orders[outOrderNo]
-	if o == nil {
-		return fmt.Errorf("sandbox: no order %q", outOrderNo)
+	o, err := s.userOrderLocked(outOrderNo)
+	if err != nil {
+		return err
 	}
 	if o.state != payscore.StateCreated {
 		return fmt.Errorf("sandbox: order %s is %s, not CREATED", outOrderNo, o.state)
@@ -588,9 +596,9 @@ func (s *Sandbox) Refuse(outOrderNo string) error {
 func (s *Sandbox) PayByUser(outOrderNo string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	o := s.orders[outOrderNo]
-	if o == nil {
-		return fmt.Errorf("sandbox: no order %q", outOrderNo)
+	o, err := s.userOrderLocked(outOrderNo)
+	if err != nil {
+		return err
 	}
 	s.refresh(o)
 	if r := payable(o); r != nil {

@@ -984,12 +984,17 @@ func (s *Store) PutCharger(ctx context.Context, c store.Charger) error {
 	if c.ID == "" {
 		return fmt.Errorf("%w: charger without id", store.ErrInvalid)
 	}
-	b, err := json.Marshal(c)
+	return s.putJSON(ctx, bChargers, c.ID, c)
+}
+
+// putJSON stores v as JSON under key in bucket.
+func (s *Store) putJSON(ctx context.Context, bucket []byte, key string, v any) error {
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
 	return s.update(ctx, func(tx *bolt.Tx, _ *writeState) error {
-		return tx.Bucket(bChargers).Put([]byte(c.ID), b)
+		return tx.Bucket(bucket).Put([]byte(key), b)
 	})
 }
 
@@ -1061,13 +1066,7 @@ func (s *Store) PutTariff(ctx context.Context, t money.Tariff) error {
 	if t.ID == "" {
 		return fmt.Errorf("%w: tariff without id", store.ErrInvalid)
 	}
-	b, err := json.Marshal(t)
-	if err != nil {
-		return err
-	}
-	return s.update(ctx, func(tx *bolt.Tx, _ *writeState) error {
-		return tx.Bucket(bTariffs).Put([]byte(t.ID), b)
-	})
+	return s.putJSON(ctx, bTariffs, t.ID, t)
 }
 
 // GetTariff implements store.Store.
