@@ -235,8 +235,8 @@ func (s *server) handleGetSession() http.HandlerFunc {
 
 // sessionAction makes the handler of an action on one session: it runs act
 // (after reading a body into a fresh B when withBody), then answers status
-// with the session's view.
-func sessionAction[B any](s *server, status int, withBody bool, act func(r *http.Request, id string, c caller, body B) error) http.HandlerFunc {
+// with the view of the session act returned.
+func sessionAction[B any](s *server, status int, withBody bool, act func(r *http.Request, id string, c caller, body B) (fsm.Session, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		id := chi.URLParam(r, "id")
 		noteSession(r, id)
@@ -247,16 +247,17 @@ func sessionAction[B any](s *server, status int, withBody bool, act func(r *http
 				return
 			}
 		}
-		if err := act(r, id, callerFrom(r.Context()), body); err != nil {
-			Error(w, r, err)
-			return
-		}
-		v, err := s.sessionView(r.Context(), id)
+		sess, err := act(r, id, callerFrom(r.Context()), body)
 		if err != nil {
 			Error(w, r, err)
 			return
 		}
-		writeJSON(w, r, status, v)
+		history, err := s.store.History(r.Context(), id)
+		if err != nil {
+			Error(w, r, err)
+			return
+		}
+		writeJSON(w, r, status, session.NewView(sess, history))
 	}
 }
 
@@ -265,18 +266,16 @@ type noBody struct{}
 // handleStopSession: POST /v1/sessions/{id}/stop → 202 (stopping; the
 // charger is told, the end follows). Stopping a stopping session is a no-op.
 func (s *server) handleStopSession() http.HandlerFunc {
-	return sessionAction(s, http.StatusAccepted, false, func(r *http.Request, id string, c caller, _ noBody) error {
-		_, err := s.eng.Stop(r.Context(), id, c.source())
-		return err
+	return sessionAction(s, http.StatusAccepted, false, func(r *http.Request, id string, c caller, _ noBody) (fsm.Session, error) {
+		return s.eng.Stop(r.Context(), id, c.source())
 	})
 }
 
 // handleCancelSession: POST /v1/sessions/{id}/cancel → 200, before charging
 // only (409 after).
 func (s *server) handleCancelSession() http.HandlerFunc {
-	return sessionAction(s, http.StatusOK, false, func(r *http.Request, id string, c caller, _ noBody) error {
-		_, err := s.eng.Cancel(r.Context(), id, c.source())
-		return err
+	return sessionAction(s, http.StatusOK, false, func(r *http.Request, id string, c caller, _ noBody) (fsm.Session, error) {
+		return s.eng.Cancel(r.Context(), id, c.source())
 	})
 }
 
@@ -286,18 +285,16 @@ type CloseRequest struct {
 }
 
 func (s *server) handleCloseSession() http.HandlerFunc {
-	return sessionAction(s, http.StatusOK, true, func(r *http.Request, id string, c caller, b CloseRequest) error {
-		_, err := s.eng.Close(r.Context(), id, c.name, b.Reason)
-		return err
+	return sessionAction(s, http.StatusOK, true, func(r *http.Request, id string, c caller, b CloseRequest) (fsm.Session, error) {
+		return s.eng.Close(r.Context(), id, c.name, b.Reason)
 	})
 }
 
 // handleDeductSession: POST /v1/sessions/{id}/deduct → 202 (the debit runs
 // in the background; the session shows its progress).
 func (s *server) handleDeductSession() http.HandlerFunc {
-	return sessionAction(s, http.StatusAccepted, false, func(r *http.Request, id string, c caller, _ noBody) error {
-		_, err := s.eng.DeductNow(r.Context(), id, c.name)
-		return err
+	return sessionAction(s, http.StatusAccepted, false, func(r *http.Request, id string, c caller, _ noBody) (fsm.Session, error) {
+		return s.eng.DeductNow(r.Context(), id, c.name)
 	})
 }
 
@@ -312,13 +309,12 @@ type RefundRequest struct {
 // Idempotency-Key makes a double submission one refund: the same key on the
 // same session asks for nothing more.
 func (s *server) handleRefundSession() http.HandlerFunc {
-	return sessionAction(s, http.StatusAccepted, true, func(r *http.Request, id string, c caller, b RefundRequest) error {
+	return sessionAction(s, http.StatusAccepted, true, func(r *http.Request, id string, c caller, b RefundRequest) (fsm.Session, error) {
 		key := r.Header.Get("Idempotency-Key")
 		if len(key) > 255 || !printableASCII(key) {
-			return session.Invalid(map[string]string{"Idempotency-Key": "at most 255 printable ASCII characters"})
+			return fsm.Session{}, session.Invalid(map[string]string{"Idempotency-Key": "at most 255 printable ASCII characters"})
 		}
-		_, err := s.eng.Refund(r.Context(), id, c.name, b.AmountFen, b.Reason, key)
-		return err
+		return s.eng.Refund(r.Context(), id, c.name, b.AmountFen, b.Reason, key)
 	})
 }
 
