@@ -30,7 +30,8 @@ const (
 	EffDebit EffectKind = "debit"
 	// EffQueryOrder queries the order (the reconciler's poll).
 	EffQueryOrder EffectKind = "query_order"
-	// EffRefund refunds RefundID (AmountFen).
+	// EffRefund refunds RefundID (AmountFen); Attempt numbers it among the
+	// session's refunds.
 	EffRefund EffectKind = "refund"
 	// EffArmTimer asks for EvTimer{TimerID: ID} at DueAt.
 	EffArmTimer EffectKind = "arm_timer"

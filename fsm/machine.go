@@ -479,6 +479,7 @@ func (st *step) run() error {
 		eff := st.effect(EffRefund)
 		eff.RefundID, eff.AmountFen, eff.Reason = e.RefundID, e.AmountFen, e.Reason
 		eff.OrgReqDate, eff.OrgHfSeqID = s.Payment.ReqDate, s.Payment.HfSeqID
+		eff.Attempt = len(s.Refunds) // the n-th refund of the session: its req_seq_id
 		st.res.Changed = true
 		return nil
 

@@ -373,7 +373,7 @@ func TestRefunds(t *testing.T) {
 	b := sessionIn(t, Paid) // 3000−1000 Wh → 3.00 yuan
 	paid := b.s.Payment.PaidFen
 	r := b.apply(Event{Type: EvRefund, By: Operator("ops"), RefundID: "r1", AmountFen: 100, Reason: "slow"})
-	if !hasEffect(r.Effects, EffRefund) || r.Effects[0].OrgHfSeqID != "HF1" || r.Effects[0].OrgReqDate != "20261126" {
+	if !hasEffect(r.Effects, EffRefund) || r.Effects[0].OrgHfSeqID != "HF1" || r.Effects[0].OrgReqDate != "20261126" || r.Effects[0].Attempt != 1 {
 		t.Fatalf("refund effect %+v", r.Effects)
 	}
 	if _, err := b.m.Apply(b.s, Event{Type: EvRefund, At: b.tick(time.Second), By: Operator("ops"), RefundID: "r2", AmountFen: paid}); !isRefused(err) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/chargeflow/chargeflow/charger"
@@ -305,9 +304,8 @@ func (e *Engine) reconcile(ctx context.Context, id string) error {
 }
 
 func (e *Engine) refund(ctx context.Context, eff fsm.Effect) (string, error) {
-	n, _ := strconv.Atoi(eff.RefundID[1:])
 	res, err := e.pay.Refund(ctx, payscore.RefundRequest{
-		ReqSeqID: payscore.ReqSeqID(eff.Session, payscore.StepRefund, max(n, 1)), ReqDate: eff.DueAt,
+		ReqSeqID: payscore.ReqSeqID(eff.Session, payscore.StepRefund, eff.Attempt), ReqDate: eff.DueAt,
 		Amount: eff.AmountFen, OrgReqDate: eff.OrgReqDate, OrgHfSeqID: eff.OrgHfSeqID, Remark: eff.Reason,
 	})
 	if err != nil {
