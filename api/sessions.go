@@ -314,7 +314,8 @@ func (s *server) handleRefundSession() http.HandlerFunc {
 		if len(key) > 255 || !printableASCII(key) {
 			return fsm.Session{}, session.Invalid(map[string]string{"Idempotency-Key": "at most 255 printable ASCII characters"})
 		}
-		return s.eng.Refund(r.Context(), id, c.name, b.AmountFen, b.Reason, key)
+		sess, _, err := s.eng.Refund(r.Context(), id, c.name, b.AmountFen, b.Reason, key)
+		return sess, err
 	})
 }
 

@@ -30,8 +30,8 @@ const (
 	EffDebit EffectKind = "debit"
 	// EffQueryOrder queries the order (the reconciler's poll).
 	EffQueryOrder EffectKind = "query_order"
-	// EffRefund refunds RefundID (AmountFen); Attempt numbers it among the
-	// session's refunds.
+	// EffRefund refunds RefundID (AmountFen); RefundNo numbers it among the
+	// session's refunds (its req_seq_id).
 	EffRefund EffectKind = "refund"
 	// EffArmTimer asks for EvTimer{TimerID: ID} at DueAt.
 	EffArmTimer EffectKind = "arm_timer"
@@ -73,6 +73,7 @@ type Effect struct {
 	OutTradeNo string       `json:"out_trade_no,omitempty"`
 	Reason     string       `json:"reason,omitempty"`
 	RefundID   string       `json:"refund_id,omitempty"`
+	RefundNo   int          `json:"refund_no,omitempty"`
 	// OrgReqDate / OrgHfSeqID locate the payment a refund refers to.
 	OrgReqDate string `json:"org_req_date,omitempty"`
 	OrgHfSeqID string `json:"org_hf_seq_id,omitempty"`

@@ -55,8 +55,10 @@ const (
 	EvPaid EventType = "paid"
 	// EvDeductNow: an operator asks for a debit attempt now.
 	EvDeductNow EventType = "deduct_now"
-	// EvRefund: an operator asks for a refund; EvRefundSucceeded /
-	// EvRefundFailed report its outcome.
+	// EvRefund: an operator asks for a refund (AmountFen, Reason, and the
+	// caller's Idempotency-Key in Key); the machine gives the refund its id
+	// and number. EvRefundSucceeded / EvRefundFailed report the outcome of
+	// refund RefundID.
 	EvRefund          EventType = "refund"
 	EvRefundSucceeded EventType = "refund_succeeded"
 	EvRefundFailed    EventType = "refund_failed"
@@ -118,8 +120,11 @@ type Event struct {
 	ReqDate    string    `json:"req_date,omitempty"`
 	ByUser     bool      `json:"by_user,omitempty"` // EvPaid: the user paid in WeChat themselves
 	AmountFen  money.Fen `json:"amount_fen,omitempty"`
-	RefundID   string    `json:"refund_id,omitempty"`
-	// Key is the caller's idempotency key of an EvRefund, kept with it.
+	// RefundID names the refund an outcome is about (EvRefundSucceeded,
+	// EvRefundFailed); an EvRefund's is given by the machine.
+	RefundID string `json:"refund_id,omitempty"`
+	// Key is the caller's idempotency key of an EvRefund, kept with it: a
+	// second EvRefund with the same key is a no-op.
 	Key string `json:"key,omitempty"`
 	// EndTime is the end_time actually sent with complete (EvOrderCompleted).
 	EndTime time.Time `json:"end_time,omitzero"`
@@ -180,8 +185,8 @@ func (e Event) Validate() error {
 			return fmt.Errorf("%w: timer without id", ErrBadEvent)
 		}
 	case EvRefund:
-		if e.AmountFen <= 0 || e.RefundID == "" {
-			return fmt.Errorf("%w: refund needs a positive amount and an id", ErrBadEvent)
+		if e.AmountFen <= 0 {
+			return fmt.Errorf("%w: refund needs a positive amount", ErrBadEvent)
 		}
 	case EvRefundSucceeded, EvRefundFailed:
 		if e.RefundID == "" {

@@ -136,7 +136,7 @@ func sessionIn(t testing.TB, st State) *builder {
 			b.paid()
 		}
 		if st == Refunded {
-			b.apply(Event{Type: EvRefund, By: Operator("ops"), RefundID: "r1", AmountFen: b.s.AmountFen, Reason: "test"})
+			b.apply(Event{Type: EvRefund, By: Operator("ops"), Key: "k1", AmountFen: b.s.AmountFen, Reason: "test"})
 			b.apply(Event{Type: EvRefundSucceeded, By: ByPayScore, RefundID: "r1", HfSeqID: "RF1"})
 		}
 	case Cancelled:

@@ -464,22 +464,26 @@ func (st *step) run() error {
 		}
 
 	case EvRefund:
+		// The same Idempotency-Key: the refund already asked for stands,
+		// whatever the state (a retry after the session was refunded).
+		if r, ok := s.RefundByKey(e.Key); ok {
+			return st.ignore("refund " + r.ID + " was already asked for with this key")
+		}
 		if s.State != Paid {
 			return st.refuse("only a paid session can be refunded")
 		}
-		for _, r := range s.Refunds {
-			if r.ID == e.RefundID {
-				return st.ignore("refund already asked for")
-			}
-		}
-		if left := s.Payment.PaidFen - s.RefundedFen(); e.AmountFen > left {
+		if left := s.RefundableFen(); e.AmountFen > left {
 			return st.refuse(fmt.Sprintf("refund %s exceeds the %s left to refund", e.AmountFen.Yuan(), left.Yuan()))
 		}
-		s.Refunds = append(s.Refunds, Refund{ID: e.RefundID, AmountFen: e.AmountFen, Reason: e.Reason, By: e.By, At: e.At, Status: RefundPending, Key: e.Key})
+		// The id and number come from the record being applied to: a
+		// concurrent refund committed first makes this one re-apply and
+		// take the next number.
+		no := len(s.Refunds) + 1
+		id := "r" + strconv.Itoa(no)
+		s.Refunds = append(s.Refunds, Refund{ID: id, No: no, AmountFen: e.AmountFen, Reason: e.Reason, By: e.By, At: e.At, Status: RefundPending, Key: e.Key})
 		eff := st.effect(EffRefund)
-		eff.RefundID, eff.AmountFen, eff.Reason = e.RefundID, e.AmountFen, e.Reason
+		eff.RefundID, eff.RefundNo, eff.AmountFen, eff.Reason = id, no, e.AmountFen, e.Reason
 		eff.OrgReqDate, eff.OrgHfSeqID = s.Payment.ReqDate, s.Payment.HfSeqID
-		eff.Attempt = len(s.Refunds) // the n-th refund of the session: its req_seq_id
 		st.res.Changed = true
 		return nil
 
@@ -495,13 +499,7 @@ func (st *step) run() error {
 		}
 		s.Refunds[i].Status = RefundSucceeded
 		s.Refunds[i].HfSeqID = e.HfSeqID
-		var done money.Fen
-		for _, r := range s.Refunds {
-			if r.Status == RefundSucceeded {
-				done += r.AmountFen
-			}
-		}
-		if done >= s.Payment.PaidFen && s.State == Paid {
+		if s.RefundsSucceededFen() >= s.Payment.PaidFen && s.State == Paid {
 			return st.to("refunded", "")
 		}
 		return nil

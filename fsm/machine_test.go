@@ -372,23 +372,58 @@ func TestClose(t *testing.T) {
 func TestRefunds(t *testing.T) {
 	b := sessionIn(t, Paid) // 3000−1000 Wh → 3.00 yuan
 	paid := b.s.Payment.PaidFen
-	r := b.apply(Event{Type: EvRefund, By: Operator("ops"), RefundID: "r1", AmountFen: 100, Reason: "slow"})
-	if !hasEffect(r.Effects, EffRefund) || r.Effects[0].OrgHfSeqID != "HF1" || r.Effects[0].OrgReqDate != "20261126" || r.Effects[0].Attempt != 1 {
+	r := b.apply(Event{Type: EvRefund, By: Operator("ops"), Key: "k1", AmountFen: 100, Reason: "slow"})
+	eff := r.Effects[0]
+	if !hasEffect(r.Effects, EffRefund) || eff.OrgHfSeqID != "HF1" || eff.OrgReqDate != "20261126" || eff.RefundNo != 1 || eff.RefundID != "r1" {
 		t.Fatalf("refund effect %+v", r.Effects)
 	}
-	if _, err := b.m.Apply(b.s, Event{Type: EvRefund, At: b.tick(time.Second), By: Operator("ops"), RefundID: "r2", AmountFen: paid}); !isRefused(err) {
+	if got := b.s.Refunds; len(got) != 1 || got[0].ID != "r1" || got[0].No != 1 || got[0].Key != "k1" || got[0].Status != RefundPending {
+		t.Fatalf("refunds %+v", got)
+	}
+	// The same key: the same refund, nothing more (even for another amount).
+	if again, err := b.m.Apply(b.s, Event{Type: EvRefund, At: b.tick(time.Second), By: Operator("ops"), Key: "k1", AmountFen: 7}); err != nil || again.Changed {
+		t.Fatalf("repeated key: %v changed=%v", err, again.Changed)
+	}
+	if _, err := b.m.Apply(b.s, Event{Type: EvRefund, At: b.tick(time.Second), By: Operator("ops"), Key: "k2", AmountFen: paid}); !isRefused(err) {
 		t.Fatalf("over-refund: %v", err)
 	}
 	b.apply(Event{Type: EvRefundSucceeded, By: ByPayScore, RefundID: "r1"})
-	if b.s.State != Paid {
+	if b.s.State != Paid || b.s.RefundsSucceededFen() != 100 {
 		t.Fatal("partial refund ended the session")
 	}
-	b.apply(Event{Type: EvRefund, By: Operator("ops"), RefundID: "r2", AmountFen: paid - 100})
+	// Without a key every request is a refund of its own; each gets the
+	// next number.
+	r = b.apply(Event{Type: EvRefund, By: Operator("ops"), AmountFen: paid - 100})
+	if r.Effects[0].RefundID != "r2" || r.Effects[0].RefundNo != 2 {
+		t.Fatalf("second refund %+v", r.Effects[0])
+	}
 	b.apply(Event{Type: EvRefundFailed, By: ByPayScore, RefundID: "r2"})
-	b.apply(Event{Type: EvRefund, By: Operator("ops"), RefundID: "r3", AmountFen: paid - 100})
+	r = b.apply(Event{Type: EvRefund, By: Operator("ops"), AmountFen: paid - 100})
+	if r.Effects[0].RefundID != "r3" || b.s.RefundableFen() != 0 {
+		t.Fatalf("third refund %+v, refundable %d", r.Effects[0], b.s.RefundableFen())
+	}
 	b.apply(Event{Type: EvRefundSucceeded, By: ByPayScore, RefundID: "r3"})
 	if b.s.State != Refunded {
 		t.Fatalf("full refund: %s", b.s.State)
+	}
+	// A retried key after the session was refunded is still the same refund.
+	if again, err := b.m.Apply(b.s, Event{Type: EvRefund, At: b.tick(time.Second), By: Operator("ops"), Key: "k1", AmountFen: 100}); err != nil || again.Changed {
+		t.Fatalf("repeated key after refunded: %v changed=%v", err, again.Changed)
+	}
+}
+
+// TestRefundNumbersOfOldRecords: a record written before refunds kept their
+// number still gives each its position.
+func TestRefundNumbersOfOldRecords(t *testing.T) {
+	var s Session
+	if err := json.Unmarshal([]byte(`{"id":"s1","state":"paid","refunds":[{"id":"r1","amount_fen":1,"status":"failed"},{"id":"r2","amount_fen":2,"status":"pending","key":"k"}]}`), &s); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := s.RefundByID("r2"); !ok || r.No != 2 {
+		t.Fatalf("r2 = %+v", r)
+	}
+	if r, ok := s.RefundByKey("k"); !ok || r.ID != "r2" || r.No != 2 {
+		t.Fatalf("by key = %+v", r)
 	}
 }
 
@@ -434,7 +469,7 @@ func TestEventValidate(t *testing.T) {
 		{Type: EvStop, By: ByApp},
 		{Type: EvStop, At: t0},
 		{Type: EvTimer, At: t0, By: ByTimer},
-		{Type: EvRefund, At: t0, By: Operator("x"), RefundID: "r"},
+		{Type: EvRefund, At: t0, By: Operator("x"), RefundID: "r"}, // no amount
 		{Type: EvMeter, At: t0, By: ByCharger, MeterWh: -1},
 		{Type: EvCreate, At: t0, By: ByApp},
 	}

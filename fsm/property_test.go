@@ -119,6 +119,9 @@ func (w *world) apply(t *rapid.T, e Event) {
 				t.Fatalf("invariant 5: registration %d debited twice", eff.Attempt)
 			}
 		case EffRefund:
+			if _, ok := w.refunded[eff.RefundID]; ok || eff.RefundNo != len(s.Refunds) {
+				t.Fatalf("refund effect %+v repeats an id or is not the last refund", eff)
+			}
 			w.refunded[eff.RefundID] = eff.AmountFen
 		}
 	}
@@ -202,8 +205,15 @@ func (w *world) check(t *rapid.T) {
 	if s.AmountFen > s.MaxAmountFen {
 		t.Fatalf("invariant 4: amount %d over cap %d", s.AmountFen, s.MaxAmountFen)
 	}
-	if s.RefundedFen() > s.Payment.PaidFen {
-		t.Fatalf("refunds %d exceed payment %d", s.RefundedFen(), s.Payment.PaidFen)
+	if s.RefundsCommittedFen() > s.Payment.PaidFen {
+		t.Fatalf("refunds %d exceed payment %d", s.RefundsCommittedFen(), s.Payment.PaidFen)
+	}
+	seen := map[string]bool{}
+	for i, r := range s.Refunds {
+		if r.No != i+1 || r.ID != fmt.Sprintf("r%d", i+1) || (r.Key != "" && seen[r.Key]) {
+			t.Fatalf("refund %d is %+v (keys seen %v)", i, r, seen)
+		}
+		seen[r.Key] = true
 	}
 	for _, tm := range s.Timers {
 		if !slices.Contains(timerStates[tm.Kind], s.State) {
@@ -274,8 +284,12 @@ func (w *world) actions() map[string]func(*rapid.T) {
 			w.apply(t, Event{Type: EvDeductNow, At: w.advance(t), By: Operator("ops")})
 		},
 		"refund": func(t *rapid.T) {
-			id := fmt.Sprintf("r%d", rapid.IntRange(1, 3).Draw(t, "refundID"))
-			w.apply(t, Event{Type: EvRefund, At: w.advance(t), By: Operator("ops"), RefundID: id,
+			// Keys repeat (a retried request); "" is a request without one.
+			key := fmt.Sprintf("k%d", rapid.IntRange(0, 3).Draw(t, "refundKey"))
+			if key == "k0" {
+				key = ""
+			}
+			w.apply(t, Event{Type: EvRefund, At: w.advance(t), By: Operator("ops"), Key: key,
 				AmountFen: money.Fen(rapid.Int64Range(1, max(int64(w.s.AmountFen), 1)).Draw(t, "refundAmount")), Reason: "r"})
 		},
 		"refundOutcome": func(t *rapid.T) {

@@ -139,9 +139,17 @@ type Payment struct {
 	LastFail string    `json:"last_failure,omitempty"`
 }
 
-// Refund is one refund asked for on a paid session.
+// Refund is one refund asked for on a paid session. The machine gives it
+// its ID and number when it accepts the request, from the record it applies
+// to: the store's compare-and-set on the version then settles a race (the
+// loser re-applies to the new record and gets the next number, or a
+// refusal), so two refunds never share a number, hence a req_seq_id.
 type Refund struct {
-	ID        string    `json:"id"`
+	ID string `json:"id"`
+	// No numbers the refund among the session's refunds (1, 2, …): its
+	// req_seq_id. Records written before it was kept have 0; their number
+	// is their position (see RefundNo).
+	No        int       `json:"no,omitempty"`
 	AmountFen money.Fen `json:"amount_fen"`
 	Reason    string    `json:"reason"`
 	By        Source    `json:"by"`
@@ -256,8 +264,9 @@ func (s *Session) TimerByKind(k TimerKind) (Timer, bool) {
 	return Timer{}, false
 }
 
-// RefundedFen is the total of succeeded and pending refunds.
-func (s *Session) RefundedFen() money.Fen {
+// RefundsCommittedFen is what is promised back to the user: the refunds
+// that succeeded or are still pending (not the failed ones).
+func (s *Session) RefundsCommittedFen() money.Fen {
 	var sum money.Fen
 	for _, r := range s.Refunds {
 		if r.Status != RefundFailed {
@@ -265,6 +274,47 @@ func (s *Session) RefundedFen() money.Fen {
 		}
 	}
 	return sum
+}
+
+// RefundsSucceededFen is what Huifu has refunded.
+func (s *Session) RefundsSucceededFen() money.Fen {
+	var sum money.Fen
+	for _, r := range s.Refunds {
+		if r.Status == RefundSucceeded {
+			sum += r.AmountFen
+		}
+	}
+	return sum
+}
+
+// RefundableFen is what may still be refunded: paid, less what is committed.
+func (s *Session) RefundableFen() money.Fen { return s.Payment.PaidFen - s.RefundsCommittedFen() }
+
+// RefundByID returns refund id with its number (No, or its position for
+// records written before No was kept).
+func (s *Session) RefundByID(id string) (Refund, bool) {
+	for i, r := range s.Refunds {
+		if r.ID == id {
+			if r.No == 0 {
+				r.No = i + 1
+			}
+			return r, true
+		}
+	}
+	return Refund{}, false
+}
+
+// RefundByKey returns the refund asked for with Idempotency-Key key.
+func (s *Session) RefundByKey(key string) (Refund, bool) {
+	if key == "" {
+		return Refund{}, false
+	}
+	for _, r := range s.Refunds {
+		if r.Key == key {
+			return s.RefundByID(r.ID)
+		}
+	}
+	return Refund{}, false
 }
 
 // Clone returns a deep copy (slices are not shared), so a machine step never

@@ -50,7 +50,7 @@ func canonicalEvent(s Session, typ EventType, at time.Time) Event {
 	case EvPaid:
 		e.AmountFen = s.AmountFen
 	case EvRefund:
-		e.RefundID, e.AmountFen, e.Reason = "r2", 1, "goodwill"
+		e.Key, e.AmountFen, e.Reason = "k2", 1, "goodwill"
 	case EvRefundSucceeded, EvRefundFailed:
 		e.RefundID = "r1"
 	case EvTimer:

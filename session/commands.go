@@ -239,10 +239,13 @@ func (e *Engine) DeductNow(ctx context.Context, id, operator string) (fsm.Sessio
 	return e.act(ctx, id, fsm.Event{Type: fsm.EvDeductNow, By: fsm.Operator(operator)})
 }
 
-// Refund refunds amount of a paid session (an operator). A non-empty key
-// (the request's Idempotency-Key) makes a repeated request a no-op: the
-// refund already asked for with that key stands.
-func (e *Engine) Refund(ctx context.Context, id, operator string, amount money.Fen, reason, key string) (fsm.Session, error) {
+// Refund refunds amount of a paid session (an operator) and returns the
+// session with the refund it asked for. The machine gives the refund its id
+// and number from the record it applies to, so concurrent refunds are each
+// carried out or refused (a *fsm.RefusedError: not paid, or more than is
+// left to refund). A non-empty key (the request's Idempotency-Key) makes a
+// repeated request a no-op that returns the refund first asked for with it.
+func (e *Engine) Refund(ctx context.Context, id, operator string, amount money.Fen, reason, key string) (fsm.Session, fsm.Refund, error) {
 	f := map[string]string{}
 	if amount <= 0 {
 		f["amount_fen"] = "must be a positive amount in fen"
@@ -251,22 +254,22 @@ func (e *Engine) Refund(ctx context.Context, id, operator string, amount money.F
 		f["reason"] = "required"
 	}
 	if len(f) > 0 {
-		return fsm.Session{}, Invalid(f)
+		return fsm.Session{}, fsm.Refund{}, Invalid(f)
 	}
-	s, err := e.store.GetSession(ctx, id)
+	ev := fsm.Event{Type: fsm.EvRefund, At: e.now(), By: fsm.Operator(operator), AmountFen: amount, Reason: reason, Key: key}
+	r, err := e.Apply(ctx, id, ev)
 	if err != nil {
-		return fsm.Session{}, err
+		return fsm.Session{}, fsm.Refund{}, err
 	}
-	if key != "" {
-		for _, r := range s.Refunds {
-			if r.Key == key {
-				return s, nil
-			}
-		}
+	s := r.Session
+	if rf, ok := s.RefundByKey(key); ok {
+		return s, rf, nil
 	}
-	// Two requests racing compute the same id; the machine keeps the first.
-	refundID := fmt.Sprintf("r%d", len(s.Refunds)+1)
-	return e.act(ctx, id, fsm.Event{Type: fsm.EvRefund, By: fsm.Operator(operator), RefundID: refundID, AmountFen: amount, Reason: reason, Key: key})
+	if r.Changed && len(s.Refunds) > 0 {
+		rf, _ := s.RefundByID(s.Refunds[len(s.Refunds)-1].ID)
+		return s, rf, nil
+	}
+	return fsm.Session{}, fsm.Refund{}, fmt.Errorf("refund of %s: the machine neither asked for a refund nor refused (%s)", id, r.Ignored)
 }
 
 // ChargerRequest registers or updates a charger (PUT /v1/chargers/{id}).

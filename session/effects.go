@@ -303,9 +303,18 @@ func (e *Engine) reconcile(ctx context.Context, id string) error {
 	return ignoreRefused(err)
 }
 
+// refundNo is the refund's number among the session's refunds; an entry
+// queued by a version that numbered it in Attempt still has it there.
+func refundNo(eff fsm.Effect) int {
+	if eff.RefundNo > 0 {
+		return eff.RefundNo
+	}
+	return eff.Attempt
+}
+
 func (e *Engine) refund(ctx context.Context, eff fsm.Effect) (string, error) {
 	res, err := e.pay.Refund(ctx, payscore.RefundRequest{
-		ReqSeqID: payscore.ReqSeqID(eff.Session, payscore.StepRefund, eff.Attempt), ReqDate: eff.DueAt,
+		ReqSeqID: payscore.ReqSeqID(eff.Session, payscore.StepRefund, refundNo(eff)), ReqDate: eff.DueAt,
 		Amount: eff.AmountFen, OrgReqDate: eff.OrgReqDate, OrgHfSeqID: eff.OrgHfSeqID, Remark: eff.Reason,
 	})
 	if err != nil {
