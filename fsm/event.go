@@ -21,9 +21,13 @@ const (
 	// EvConfirm: USER_CONFIRM is known from a verified source (a verified
 	// notification, or a query of the order showing DOING+USER_CONFIRM).
 	EvConfirm EventType = "confirm"
-	// EvStartAccepted / EvStartRejected: the charger's ack of our start.
+	// EvStartAccepted / EvStartRejected: the charger's ack of our start
+	// (CmdID). Accepted only means "will try": charging begins with started.
 	EvStartAccepted EventType = "start_accepted"
 	EvStartRejected EventType = "start_rejected"
+	// EvStopAccepted / EvStopRejected: the charger's ack of stop CmdID.
+	EvStopAccepted EventType = "stop_accepted"
+	EvStopRejected EventType = "stop_rejected"
 	// EvStarted / EvEnded: the charger's txn events.
 	EvStarted EventType = "started"
 	EvEnded   EventType = "ended"
@@ -68,14 +72,14 @@ const (
 
 // EventTypes lists every event Apply accepts (EvCreate is New's).
 var EventTypes = []EventType{EvConfirm, EvStartAccepted, EvStartRejected, EvStarted, EvEnded, EvMeter,
-	EvStop, EvCancel, EvClose, EvChargerOffline, EvChargerOnline, EvOrderCompleted, EvOrderClosed,
+	EvStop, EvStopAccepted, EvStopRejected, EvCancel, EvClose, EvChargerOffline, EvChargerOnline, EvOrderCompleted, EvOrderClosed,
 	EvDeductionRegistered, EvDebitSent, EvDebitFailed, EvPaid, EvDeductNow, EvRefund, EvRefundSucceeded,
 	EvRefundFailed, EvTimer}
 
 // TimerKind names a timer.
 type TimerKind string
 
-// The timers of service.md §1 plus the order poll.
+// The timers of docs/service.md §1 plus the order poll.
 const (
 	TimerConfirm    TimerKind = "confirm_timeout"
 	TimerStart      TimerKind = "start_timeout"
@@ -111,15 +115,19 @@ type Event struct {
 	Offline bool `json:"offline,omitempty"`
 
 	// Pay Score facts.
-	OutOrderNo string    `json:"out_order_no,omitempty"`
-	Package    string    `json:"package,omitempty"`
-	OrderState string    `json:"order_state,omitempty"` // for EvOrderClosed: REVOKED or EXPIRED
-	Attempt    int       `json:"attempt,omitempty"`     // deduction attempt
-	OutTradeNo string    `json:"out_trade_no,omitempty"`
-	HfSeqID    string    `json:"hf_seq_id,omitempty"`
-	ReqDate    string    `json:"req_date,omitempty"`
-	ByUser     bool      `json:"by_user,omitempty"` // EvPaid: the user paid in WeChat themselves
-	AmountFen  money.Fen `json:"amount_fen,omitempty"`
+	OutOrderNo string `json:"out_order_no,omitempty"`
+	Package    string `json:"package,omitempty"`
+	OrderState string `json:"order_state,omitempty"` // for EvOrderClosed: REVOKED or EXPIRED
+	Attempt    int    `json:"attempt,omitempty"`     // deduction attempt
+	// OutTradeNo names the registration a deduction event is about ("" when
+	// the source does not say).
+	OutTradeNo string `json:"out_trade_no,omitempty"`
+	// HfSeqID and ReqDate identify a payment (EvDebitSent, EvPaid: what a
+	// refund needs; the machine also tells the user's own payment from our
+	// debit by it) or a refund (EvRefundSucceeded).
+	HfSeqID   string    `json:"hf_seq_id,omitempty"`
+	ReqDate   string    `json:"req_date,omitempty"`
+	AmountFen money.Fen `json:"amount_fen,omitempty"`
 	// RefundID names the refund an outcome is about (EvRefundSucceeded,
 	// EvRefundFailed); an EvRefund's is given by the machine.
 	RefundID string `json:"refund_id,omitempty"`

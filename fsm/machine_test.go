@@ -228,10 +228,42 @@ func TestDebitRetryBackoffAndOverdue(t *testing.T) {
 		}
 		b.registered()
 	}
-	// The user's own payment still completes an overdue session.
-	b.apply(Event{Type: EvPaid, By: ByPayScore, ByUser: true, HfSeqID: "U1", ReqDate: "20261130"})
+	// The user's own payment still completes an overdue session: the
+	// machine tells it from our debit by its hf_seq_id.
+	b.apply(Event{Type: EvDebitSent, By: ByPayScore, Attempt: b.s.Payment.Attempts, HfSeqID: "HF9", ReqDate: "20261130"})
+	b.apply(Event{Type: EvPaid, By: ByPayScore, HfSeqID: "U1", ReqDate: "20261130"})
 	if b.s.State != Paid || !b.s.Payment.ByUser || b.s.Payment.HfSeqID != "U1" {
 		t.Fatalf("%s %+v", b.s.State, b.s.Payment)
+	}
+}
+
+// TestPaidByUser: the machine decides whether a payment was the user's own
+// from the record it applies to, never from what the caller read before.
+func TestPaidByUser(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		state  State
+		debit  string // our debit's hf_seq_id, when known
+		paid   string // the payment's
+		byUser bool
+	}{
+		{"our debit, ids match", Deducting, "HF1", "HF1", false},
+		{"our debit, its reply lost", Deducting, "", "HF1", false},
+		{"our debit, the payment names none", Deducting, "HF1", "", false},
+		{"another payment while deducting", Deducting, "HF1", "U1", true},
+		{"no debit in flight", Completed, "", "U1", true},
+		{"no debit in flight, query", Completed, "", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := sessionIn(t, tc.state)
+			if tc.debit != "" {
+				b.apply(Event{Type: EvDebitSent, By: ByPayScore, Attempt: b.s.Payment.Attempts, HfSeqID: tc.debit, ReqDate: "20261126"})
+			}
+			b.apply(Event{Type: EvPaid, By: ByPayScore, HfSeqID: tc.paid, ReqDate: "20261126"})
+			if b.s.State != Paid || b.s.Payment.ByUser != tc.byUser {
+				t.Fatalf("%s by user %v, want %v", b.s.State, b.s.Payment.ByUser, tc.byUser)
+			}
+		})
 	}
 }
 

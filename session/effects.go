@@ -283,8 +283,7 @@ func (e *Engine) reconcile(ctx context.Context, id string) error {
 	case o.State == payscore.StateDoing && o.StateDescription == payscore.StateDescUserConfirm && s.State == fsm.Created:
 		ev = &fsm.Event{Type: fsm.EvConfirm, At: now, By: fsm.ByPayScore, Reason: "query"}
 	case o.State == payscore.StateDone && o.Collection.State == payscore.CollectionUserPaid:
-		ev = &fsm.Event{Type: fsm.EvPaid, At: now, By: fsm.ByPayScore, AmountFen: o.Collection.PaidAmount,
-			ByUser: s.Payment.HfSeqID == "" && s.State == fsm.Completed}
+		ev = &fsm.Event{Type: fsm.EvPaid, At: now, By: fsm.ByPayScore, AmountFen: o.Collection.PaidAmount}
 	case o.State == payscore.StateRevoked || o.State == payscore.StateExpired:
 		ev = &fsm.Event{Type: fsm.EvOrderClosed, At: now, By: fsm.ByPayScore, OrderState: o.State}
 	case s.State == fsm.Deducting:
