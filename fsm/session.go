@@ -270,6 +270,16 @@ func (s *Session) TimerByKind(k TimerKind) (Timer, bool) {
 	return Timer{}, false
 }
 
+// TimerByID returns the armed timer id, if any.
+func (s *Session) TimerByID(id string) (Timer, bool) {
+	for _, t := range s.Timers {
+		if t.ID == id {
+			return t, true
+		}
+	}
+	return Timer{}, false
+}
+
 // RefundsCommittedFen is what is promised back to the user: the refunds
 // that succeeded or are still pending (not the failed ones).
 func (s *Session) RefundsCommittedFen() money.Fen {

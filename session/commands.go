@@ -140,7 +140,7 @@ func (e *Engine) Create(ctx context.Context, id string, req CreateRequest) (fsm.
 		order, err = &payscore.CreateOrderResponse{OutOrderNo: o.OutOrderNo, State: o.State}, nil
 	}
 	if err != nil {
-		if payscore.IsUncertain(err) || payscore.IsRetryable(err) {
+		if Classify(err) != ClassFinal {
 			e.log.Warn("create order uncertain", "session", id, "charger", req.ChargerID, "err", err)
 			return fsm.Session{}, Errorf(CodeUnavailable, "the payment service did not answer, try again with the same Idempotency-Key")
 		}

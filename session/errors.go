@@ -1,15 +1,17 @@
 package session
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
 	"github.com/chargeflow/chargeflow/fsm"
+	"github.com/chargeflow/chargeflow/payscore"
 	"github.com/chargeflow/chargeflow/store"
 )
 
 // Error codes: one vocabulary for the whole service, mapped to HTTP by the
-// api package and named in its problem documents (service.md §3).
+// api package and named in its problem documents (docs/service.md §3).
 const (
 	CodeInvalid        = "invalid"
 	CodeNotFound       = "not_found"
@@ -88,4 +90,56 @@ func ErrorMessage(err error) string {
 		return "the request is not valid"
 	}
 	return "internal error"
+}
+
+// ErrorClass is what a failed effect means to the outbox.
+type ErrorClass int
+
+// The classes of Classify.
+const (
+	// ClassFinal: the operation did not happen and will not: record the
+	// failure (an anomaly, or the event that says so) and do not try again.
+	ClassFinal ErrorClass = iota
+	// ClassRetryable: transient, nothing happened: perform the same effect
+	// again later (same command id, same req_seq_id).
+	ClassRetryable
+	// ClassUncertain: it may have happened: settle by a query before
+	// anything else, then perform the same effect again.
+	ClassUncertain
+)
+
+func (c ErrorClass) String() string {
+	switch c {
+	case ClassRetryable:
+		return "retryable"
+	case ClassUncertain:
+		return "uncertain"
+	}
+	return "final"
+}
+
+// Classify is the engine's one classifier of errors; every outbox worker
+// and the creation use it. Pay Score errors are classified by
+// payscore.Classify; an unavailable store and a version conflict (the
+// record moved on: reload and re-apply) are retryable, and so is an error
+// the engine marked retryable (a broker that did not take a command); a
+// context deadline is uncertain (we stopped waiting, not the operation);
+// everything else is final. err must not be nil.
+func Classify(err error) ErrorClass {
+	var pe *payscore.Error
+	switch {
+	case errors.As(err, &pe):
+		switch payscore.Classify(pe) {
+		case payscore.Uncertain:
+			return ClassUncertain
+		case payscore.Retryable:
+			return ClassRetryable
+		}
+		return ClassFinal
+	case errors.As(err, new(errRetry)), store.IsRetryable(err), errors.Is(err, store.ErrVersionConflict):
+		return ClassRetryable
+	case errors.Is(err, context.DeadlineExceeded):
+		return ClassUncertain
+	}
+	return ClassFinal
 }
