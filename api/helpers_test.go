@@ -142,9 +142,13 @@ func newStack(t testing.TB, opts ...stackOpt) *stack {
 	return st
 }
 
-func (st *stack) newEngine(pay session.PayScore) *session.Engine {
+func (st *stack) newEngine(pay session.PayScore, tune ...func(*session.Config)) *session.Engine {
 	log := slog.New(slog.NewTextHandler(&lockedWriter{w: st.logs}, nil))
-	eng, err := session.New(session.Config{Machine: fsm.DefaultConfig(), InstanceID: "test"}, st.store, pay, st.broker, log, nil, nil)
+	cfg := session.Config{Machine: fsm.DefaultConfig(), InstanceID: "test"}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	eng, err := session.New(cfg, st.store, pay, st.broker, log, nil, nil)
 	if err != nil {
 		st.t.Fatal(err)
 	}

@@ -138,7 +138,7 @@ func TestCreateIdempotency(t *testing.T) {
 	}
 }
 
-// storeKeyAndHash mirrors createIdempotent's record key and request hash.
+// storeKeyAndHash mirrors session.Engine.CreateIdempotent's record key and request hash.
 func storeKeyAndHash(t *testing.T, c caller, key string, req session.CreateRequest) (string, string) {
 	b, err := json.Marshal(req)
 	if err != nil {
@@ -157,7 +157,7 @@ func TestCreateIdempotencyInFlightAndRetry(t *testing.T) {
 	// A record without an answer: the first request is being served.
 	key := newKey()
 	sk, hash := storeKeyAndHash(t, app, key, body)
-	if _, created, err := st.store.PutIdempotency(bg, sk, hash, DefaultIdempotencyTTL); err != nil || !created {
+	if _, created, err := st.store.PutIdempotency(bg, sk, hash, session.DefaultIdempotencyTTL); err != nil || !created {
 		t.Fatal(created, err)
 	}
 	r := st.do(t, req{method: "POST", path: "/v1/sessions", token: appToken, body: createBody("CP1", 1), header: map[string]string{"Idempotency-Key": key}})
@@ -166,7 +166,7 @@ func TestCreateIdempotencyInFlightAndRetry(t *testing.T) {
 	}
 	// The same record, abandoned (older than InFlightTimeout) with its id
 	// saved: a retry creates the session under that very id.
-	abandoned := newServer(func() Deps { d := st.deps(st.eng); d.InFlightTimeout = time.Nanosecond; return d }())
+	abandoned := newServer(st.deps(st.newEngine(st.pay, func(c *session.Config) { c.InFlightTimeout = time.Nanosecond })))
 	id := session.NewID(time.Now())
 	if err := st.store.SaveIdempotentResponse(bg, sk, store.IdemRecord{RequestHash: hash, SessionID: id}); err != nil {
 		t.Fatal(err)

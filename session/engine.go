@@ -80,6 +80,11 @@ type Config struct {
 	MaxAmountFen int64
 	// TxnDedupTTL keeps processed charger event ids (default 7 days).
 	TxnDedupTTL time.Duration
+	// IdempotencyTTL is how long an Idempotency-Key of a creation is
+	// remembered (default DefaultIdempotencyTTL).
+	IdempotencyTTL time.Duration
+	// InFlightTimeout: see DefaultInFlightTimeout.
+	InFlightTimeout time.Duration
 }
 
 func (c *Config) defaults() {
@@ -112,6 +117,12 @@ func (c *Config) defaults() {
 	}
 	if c.TxnDedupTTL <= 0 {
 		c.TxnDedupTTL = 7 * 24 * time.Hour
+	}
+	if c.IdempotencyTTL <= 0 {
+		c.IdempotencyTTL = DefaultIdempotencyTTL
+	}
+	if c.InFlightTimeout <= 0 {
+		c.InFlightTimeout = DefaultInFlightTimeout
 	}
 	if c.InstanceID == "" {
 		c.InstanceID = "chargeflow"
