@@ -125,7 +125,6 @@ func writeRaw(w http.ResponseWriter, status int, body []byte) {
 	_, _ = w.Write(body)
 }
 
-
 // mustJSON encodes a value built by this package (a bug if it fails).
 func mustJSON(v any) []byte {
 	b, err := json.Marshal(v)
