@@ -363,6 +363,6 @@ func (st *stack) completed(t testing.TB, id string) {
 	t.Helper()
 	st.apply(t, id, fsm.Event{Type: fsm.EvEnded, By: fsm.ByCharger, ChargerTime: time.Now(), MeterWh: 6000, Reason: "user"})
 	st.apply(t, id, fsm.Event{Type: fsm.EvOrderCompleted, By: fsm.ByPayScore})
-	st.apply(t, id, fsm.Event{Type: fsm.EvDeductionRegistered, By: fsm.ByPayScore, Attempt: 1, OutTradeNo: "T1", HfSeqID: "H1"})
-	st.apply(t, id, fsm.Event{Type: fsm.EvDebitFailed, By: fsm.ByPayScore, Attempt: 1, Reason: "balance"})
+	st.apply(t, id, fsm.Event{Type: fsm.EvDeductionRegistered, By: fsm.ByPayScore, Deduction: 1, OutTradeNo: "T1", HfSeqID: "H1"})
+	st.apply(t, id, fsm.Event{Type: fsm.EvDebitFailed, By: fsm.ByPayScore, Deduction: 1, Reason: "balance"})
 }

@@ -399,8 +399,8 @@ func TestCloseDeductRefund(t *testing.T) {
 	if p := r.problem(t); r.status != http.StatusConflict || !strings.Contains(p.Detail, "in flight") {
 		t.Fatalf("deduct in flight: %d %+v", r.status, p)
 	}
-	st.apply(t, b.ID, fsm.Event{Type: fsm.EvDeductionRegistered, By: fsm.ByPayScore, Attempt: 1, OutTradeNo: "T1", HfSeqID: "H1"})
-	st.apply(t, b.ID, fsm.Event{Type: fsm.EvDebitFailed, By: fsm.ByPayScore, Attempt: 1, Reason: "balance"})
+	st.apply(t, b.ID, fsm.Event{Type: fsm.EvDeductionRegistered, By: fsm.ByPayScore, Deduction: 1, OutTradeNo: "T1", HfSeqID: "H1"})
+	st.apply(t, b.ID, fsm.Event{Type: fsm.EvDebitFailed, By: fsm.ByPayScore, Deduction: 1, Reason: "balance"})
 	st.mustStatus(t, req{method: "POST", path: "/v1/sessions/" + b.ID + "/deduct", token: operatorToken}, http.StatusAccepted).json(t, &v)
 	if v.State != fsm.Completed || v.Payment.Attempts != 2 {
 		t.Fatalf("after deduct: %s %+v", v.State, v.Payment)
@@ -413,7 +413,7 @@ func TestCloseDeductRefund(t *testing.T) {
 	if r := refund(`{"amount_fen":10,"reason":"goodwill"}`); r.status != http.StatusConflict {
 		t.Fatalf("refund before paid: %d %s", r.status, r.body)
 	}
-	st.apply(t, b.ID, fsm.Event{Type: fsm.EvDeductionRegistered, By: fsm.ByPayScore, Attempt: 2, OutTradeNo: "T2", HfSeqID: "H2"})
+	st.apply(t, b.ID, fsm.Event{Type: fsm.EvDeductionRegistered, By: fsm.ByPayScore, Deduction: 2, OutTradeNo: "T2", HfSeqID: "H2"})
 	st.apply(t, b.ID, fsm.Event{Type: fsm.EvPaid, By: fsm.ByPayScore, HfSeqID: "D2", ReqDate: "20250601"})
 	r = refund(`{"amount_fen":0,"reason":""}`)
 	if p := r.problem(t); r.status != http.StatusBadRequest || p.Errors["amount_fen"] == "" || p.Errors["reason"] == "" {

@@ -49,15 +49,15 @@ const (
 	EvOrderClosed EventType = "order_closed"
 	// EvDeductionRegistered: a deduction registration succeeded.
 	EvDeductionRegistered EventType = "deduction_registered"
-	// EvDebitFailed: a deduction attempt failed (registration refused, debit
+	// EvDebitFailed: a deduction failed (registration refused, debit
 	// refused, or found failed by query).
 	EvDebitFailed EventType = "debit_failed"
-	// EvDebitSent: payscorepay accepted the debit of attempt Attempt and is
+	// EvDebitSent: payscorepay accepted the debit of deduction Deduction and is
 	// processing it; HfSeqID and ReqDate are kept for a later refund.
 	EvDebitSent EventType = "debit_sent"
 	// EvPaid: DONE+USER_PAID is known from a verified source.
 	EvPaid EventType = "paid"
-	// EvDeductNow: an operator asks for a debit attempt now.
+	// EvDeductNow: an operator asks for a deduction now.
 	EvDeductNow EventType = "deduct_now"
 	// EvRefund: an operator asks for a refund (AmountFen, Reason, and the
 	// caller's Idempotency-Key in Key); the machine gives the refund its id
@@ -118,7 +118,7 @@ type Event struct {
 	OutOrderNo string `json:"out_order_no,omitempty"`
 	Package    string `json:"package,omitempty"`
 	OrderState string `json:"order_state,omitempty"` // for EvOrderClosed: REVOKED or EXPIRED
-	Attempt    int    `json:"attempt,omitempty"`     // deduction attempt
+	Deduction  int    `json:"attempt,omitempty"`     // the deduction's number (1, 2, …)
 	// OutTradeNo names the registration a deduction event is about ("" when
 	// the source does not say).
 	OutTradeNo string `json:"out_trade_no,omitempty"`
@@ -201,8 +201,8 @@ func (e Event) Validate() error {
 			return fmt.Errorf("%w: %s without refund id", ErrBadEvent, e.Type)
 		}
 	case EvDeductionRegistered, EvDebitFailed, EvDebitSent:
-		if e.Attempt <= 0 {
-			return fmt.Errorf("%w: %s without attempt", ErrBadEvent, e.Type)
+		if e.Deduction <= 0 {
+			return fmt.Errorf("%w: %s without deduction number", ErrBadEvent, e.Type)
 		}
 	}
 	return nil

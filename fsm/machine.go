@@ -404,7 +404,7 @@ func (st *step) expand(reason string) string {
 		return reason
 	}
 	keyed, _ := st.s.RefundByKey(st.e.Key)
-	return strings.NewReplacer("{state}", string(st.s.State), "{deduction}", strconv.Itoa(st.e.Attempt),
+	return strings.NewReplacer("{state}", string(st.s.State), "{deduction}", strconv.Itoa(st.e.Deduction),
 		"{timer}", st.e.TimerID, "{refund}", st.e.RefundID, "{amount}", st.e.AmountFen.Yuan(),
 		"{left}", st.s.RefundableFen().Yuan(), "{keyed}", keyed.ID).Replace(reason)
 }

@@ -63,7 +63,7 @@ func TestHappyPathEffects(t *testing.T) {
 	}
 
 	r = b.completed()
-	if b.s.State != Completed || !slices.Equal(effectKinds(r.Effects), []EffectKind{EffRegisterDeduction}) || r.Effects[len(r.Effects)-1].Attempt != 1 {
+	if b.s.State != Completed || !slices.Equal(effectKinds(r.Effects), []EffectKind{EffRegisterDeduction}) || r.Effects[len(r.Effects)-1].Deduction != 1 {
 		t.Fatalf("completed: %s %v", b.s.State, effectKinds(r.Effects))
 	}
 	r = b.registered()
@@ -208,7 +208,7 @@ func TestDebitRetryBackoffAndOverdue(t *testing.T) {
 	cfg := b.m.Config()
 	for i := 1; i <= 8; i++ {
 		failAt := b.tick(time.Second)
-		r := b.apply(Event{Type: EvDebitFailed, At: failAt, By: ByPayScore, Attempt: b.s.Payment.Attempts, Reason: "balance"})
+		r := b.apply(Event{Type: EvDebitFailed, At: failAt, By: ByPayScore, Deduction: b.s.Payment.Deductions, Reason: "balance"})
 		if b.s.State != Completed {
 			t.Fatalf("attempt %d: %s", i, b.s.State)
 		}
@@ -223,14 +223,14 @@ func TestDebitRetryBackoffAndOverdue(t *testing.T) {
 		_ = r
 		r = b.fireTimer(TimerDebitRetry)
 		reg := r.Effects[slices.IndexFunc(r.Effects, func(e Effect) bool { return e.Kind == EffRegisterDeduction })]
-		if reg.Attempt != i+1 {
-			t.Fatalf("new registration attempt %d, want %d", reg.Attempt, i+1)
+		if reg.Deduction != i+1 {
+			t.Fatalf("new registration attempt %d, want %d", reg.Deduction, i+1)
 		}
 		b.registered()
 	}
 	// The user's own payment still completes an overdue session: the
 	// machine tells it from our debit by its hf_seq_id.
-	b.apply(Event{Type: EvDebitSent, By: ByPayScore, Attempt: b.s.Payment.Attempts, HfSeqID: "HF9", ReqDate: "20261130"})
+	b.apply(Event{Type: EvDebitSent, By: ByPayScore, Deduction: b.s.Payment.Deductions, HfSeqID: "HF9", ReqDate: "20261130"})
 	b.apply(Event{Type: EvPaid, By: ByPayScore, HfSeqID: "U1", ReqDate: "20261130"})
 	if b.s.State != Paid || !b.s.Payment.ByUser || b.s.Payment.HfSeqID != "U1" {
 		t.Fatalf("%s %+v", b.s.State, b.s.Payment)
@@ -257,7 +257,7 @@ func TestPaidByUser(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			b := sessionIn(t, tc.state)
 			if tc.debit != "" {
-				b.apply(Event{Type: EvDebitSent, By: ByPayScore, Attempt: b.s.Payment.Attempts, HfSeqID: tc.debit, ReqDate: "20261126"})
+				b.apply(Event{Type: EvDebitSent, By: ByPayScore, Deduction: b.s.Payment.Deductions, HfSeqID: tc.debit, ReqDate: "20261126"})
 			}
 			b.apply(Event{Type: EvPaid, By: ByPayScore, HfSeqID: tc.paid, ReqDate: "20261126"})
 			if b.s.State != Paid || b.s.Payment.ByUser != tc.byUser {
@@ -269,9 +269,9 @@ func TestPaidByUser(t *testing.T) {
 
 func TestDeductNowOnlyWhenIdle(t *testing.T) {
 	b := sessionIn(t, Deducting)
-	b.apply(Event{Type: EvDebitFailed, By: ByPayScore, Attempt: 1})
+	b.apply(Event{Type: EvDebitFailed, By: ByPayScore, Deduction: 1})
 	r := b.apply(Event{Type: EvDeductNow, By: Operator("ops")})
-	if !hasEffect(r.Effects, EffRegisterDeduction) || b.s.Payment.Attempts != 2 {
+	if !hasEffect(r.Effects, EffRegisterDeduction) || b.s.Payment.Deductions != 2 {
 		t.Fatalf("deduct now: %v", effectKinds(r.Effects))
 	}
 	if _, ok := b.s.TimerByKind(TimerDebitRetry); ok {

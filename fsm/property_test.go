@@ -110,13 +110,13 @@ func (w *world) apply(t *rapid.T, e Event) {
 		case EffRegisterDeduction:
 			// Invariant 5: at most one live registration.
 			w.registers++
-			if before.Payment.Attempts != before.Payment.Failures || before.Payment.Registered {
-				t.Fatalf("invariant 5: registration %d asked while attempt %d is live (failures %d)", eff.Attempt, before.Payment.Attempts, before.Payment.Failures)
+			if before.Payment.Deductions != before.Payment.Failures || before.Payment.Registered {
+				t.Fatalf("invariant 5: registration %d asked while attempt %d is live (failures %d)", eff.Deduction, before.Payment.Deductions, before.Payment.Failures)
 			}
 		case EffDebit:
-			w.debits[eff.Attempt]++
-			if w.debits[eff.Attempt] > 1 {
-				t.Fatalf("invariant 5: registration %d debited twice", eff.Attempt)
+			w.debits[eff.Deduction]++
+			if w.debits[eff.Deduction] > 1 {
+				t.Fatalf("invariant 5: registration %d debited twice", eff.Deduction)
 			}
 		case EffRefund:
 			if _, ok := w.refunded[eff.RefundID]; ok || eff.RefundNo != len(s.Refunds) {
@@ -196,7 +196,7 @@ func (w *world) check(t *rapid.T) {
 	if !s.State.Valid() {
 		t.Fatalf("invalid state %q", s.State)
 	}
-	if s.Payment.Attempts-s.Payment.Failures > 1 || (s.Payment.Registered && s.State != Deducting) {
+	if s.Payment.Deductions-s.Payment.Failures > 1 || (s.Payment.Registered && s.State != Deducting) {
 		t.Fatalf("invariant 5: payment %+v in %s", s.Payment, s.State)
 	}
 	if s.State != Created && s.State != Cancelled && s.ConfirmedAt.IsZero() {
@@ -270,12 +270,12 @@ func (w *world) actions() map[string]func(*rapid.T) {
 			w.apply(t, Event{Type: EvOrderClosed, At: w.advance(t), By: ByPayScore, OrderState: "REVOKED"})
 		},
 		"registered": func(t *rapid.T) {
-			attempt := w.s.Payment.Attempts + rapid.IntRange(-1, 1).Draw(t, "attemptSkew")
-			w.apply(t, Event{Type: EvDeductionRegistered, At: w.advance(t), By: ByPayScore, Attempt: max(attempt, 1), OutTradeNo: "T"})
+			attempt := w.s.Payment.Deductions + rapid.IntRange(-1, 1).Draw(t, "attemptSkew")
+			w.apply(t, Event{Type: EvDeductionRegistered, At: w.advance(t), By: ByPayScore, Deduction: max(attempt, 1), OutTradeNo: "T"})
 		},
 		"debitFailed": func(t *rapid.T) {
-			attempt := w.s.Payment.Attempts + rapid.IntRange(-1, 1).Draw(t, "attemptSkew")
-			w.apply(t, Event{Type: EvDebitFailed, At: w.advance(t), By: ByPayScore, Attempt: max(attempt, 1), Reason: "balance"})
+			attempt := w.s.Payment.Deductions + rapid.IntRange(-1, 1).Draw(t, "attemptSkew")
+			w.apply(t, Event{Type: EvDebitFailed, At: w.advance(t), By: ByPayScore, Deduction: max(attempt, 1), Reason: "balance"})
 		},
 		"paid": func(t *rapid.T) {
 			w.apply(t, Event{Type: EvPaid, At: w.advance(t), By: anySource(t, ByPayScore), AmountFen: w.s.AmountFen, HfSeqID: "HF", ReqDate: "20261126"})

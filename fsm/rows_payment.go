@@ -14,22 +14,22 @@ var (
 	// registrationAwaited: the event answers the registration of the
 	// current deduction, asked for and not yet answered (invariant 5).
 	registrationAwaited = guard("the registration of this deduction is awaited", func(st *step) bool {
-		return st.s.Payment.awaitsRegistration(st.e.Attempt)
+		return st.s.Payment.awaitsRegistration(st.e.Deduction)
 	})
 	newDebitAnswer = guard("a new answer to this deduction's debit", func(st *step) bool {
 		p := &st.s.Payment
-		return st.e.Attempt == p.DebitAttempt && st.e.HfSeqID != "" && p.HfSeqID != st.e.HfSeqID &&
+		return st.e.Deduction == p.Debited && st.e.HfSeqID != "" && p.HfSeqID != st.e.HfSeqID &&
 			(st.e.OutTradeNo == "" || st.e.OutTradeNo == p.OutTradeNo)
 	})
 	currentDeduction = guard("it is about the current deduction", func(st *step) bool {
 		p := &st.s.Payment
-		return st.e.Attempt == p.Attempts && (st.e.OutTradeNo == "" || st.e.OutTradeNo == p.OutTradeNo || !p.Registered)
+		return st.e.Deduction == p.Deductions && (st.e.OutTradeNo == "" || st.e.OutTradeNo == p.OutTradeNo || !p.Registered)
 	})
 	deductionInFlight = guardNot("a deduction is in flight", "no deduction is in flight", func(st *step) bool { return !st.s.Payment.idle() })
 	// registrationAsked: a registration is asked for and not answered.
 	registrationAsked = guard("its registration is awaited", func(st *step) bool {
 		p := &st.s.Payment
-		return !p.Registered && p.Failures < p.Attempts
+		return !p.Registered && p.Failures < p.Deductions
 	})
 )
 
@@ -37,12 +37,12 @@ var (
 // yet answered: it is the current deduction, none is registered, and it
 // neither failed nor was debited.
 func (p *Payment) awaitsRegistration(n int) bool {
-	return n == p.Attempts && !p.Registered && p.Failures < n && p.DebitAttempt < n
+	return n == p.Deductions && !p.Registered && p.Failures < n && p.Debited < n
 }
 
-// idle reports whether no deduction attempt is in flight: every attempt
+// idle reports whether no deduction is in flight: every deduction
 // started has failed (invariant 5: at most one live registration).
-func (p *Payment) idle() bool { return !p.Registered && p.Failures >= p.Attempts }
+func (p *Payment) idle() bool { return !p.Registered && p.Failures >= p.Deductions }
 
 var doOrderClosed = action("cancel (order_revoked or order_expired)", func(st *step) error {
 	s, e := &st.s, st.e
@@ -72,9 +72,9 @@ var doRegistered = action("debit this registration (once); poll", func(st *step)
 	p.OutTradeNo = e.OutTradeNo
 	p.RegisterSeqID = e.HfSeqID
 	// Invariant 5: the one debit of this registration.
-	p.DebitAttempt = e.Attempt
+	p.Debited = e.Deduction
 	eff := st.effect(EffDebit)
-	eff.Attempt = e.Attempt
+	eff.Deduction = e.Deduction
 	eff.OutTradeNo = e.OutTradeNo
 	eff.AmountFen = s.AmountFen
 	st.arm(TimerPoll, e.At.Add(st.m.cfg.PollInterval))
@@ -142,9 +142,9 @@ var doDeductNow = action("register a deduction now", func(st *step) error {
 
 func (st *step) registerDeduction() {
 	s := &st.s
-	s.Payment.Attempts++
+	s.Payment.Deductions++
 	eff := st.effect(EffRegisterDeduction)
-	eff.Attempt = s.Payment.Attempts
+	eff.Deduction = s.Payment.Deductions
 	eff.OutOrderNo = s.OutOrderNo
 	eff.AmountFen = s.AmountFen
 	st.res.Changed = true

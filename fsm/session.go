@@ -115,9 +115,11 @@ type Timer struct {
 
 // Payment is the money side of a session after completion.
 type Payment struct {
-	// Attempts counts deduction attempts started (registrations asked for).
-	Attempts int `json:"attempts"`
-	// Failures counts attempts that failed.
+	// Deductions counts the deductions started (registrations asked for):
+	// the number of the current or last one. Each deduction is a
+	// registration then one debit (docs/payscore.md §6).
+	Deductions int `json:"attempts"`
+	// Failures counts deductions that failed.
 	Failures int `json:"failures"`
 	// Registered is true while a deduction registration is live (registered
 	// and not yet known failed or paid): at most one at a time (invariant 5).
@@ -126,9 +128,9 @@ type Payment struct {
 	OutTradeNo string `json:"out_trade_no,omitempty"`
 	// RegisterSeqID is the registration's hf_seq_id (deduct_hf_seq_id).
 	RegisterSeqID string `json:"register_seq_id,omitempty"`
-	// DebitAttempt is the attempt whose payscorepay was asked for; each
+	// Debited is the deduction whose payscorepay was asked for; each
 	// registration is debited at most once (invariant 5).
-	DebitAttempt int `json:"debit_attempt,omitempty"`
+	Debited int `json:"debit_attempt,omitempty"`
 	// Debit identifiers kept for refunds: the payscorepay call's req_date and
 	// hf_seq_id, or for the user's own payment the notification's
 	// trans_req_date and trans_hf_seq_id.

@@ -284,7 +284,7 @@ func DefaultTable() Table {
 			{In: []State{Paid, Refunded}, Reason: "already paid"},
 			{Reason: "payment reported in {state}", Anomaly: "payment reported for a session in {state}"}}},
 		{On: EvDeductNow, Otherwise: []Otherwise{
-			{In: []State{Completed, Deducting}, Refuse: true, Reason: "a deduction attempt is already in flight"},
+			{In: []State{Completed, Deducting}, Refuse: true, Reason: "a deduction is already in flight"},
 			{Refuse: true, Reason: "nothing to debit in {state}"}}},
 		{On: EvRefund, Otherwise: []Otherwise{
 			{When: keyUsed, Reason: "refund {keyed} was already asked for with this key"},

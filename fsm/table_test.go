@@ -46,11 +46,11 @@ func canonicalEvent(s Session, typ EventType, at time.Time) Event {
 	case EvOrderClosed:
 		e.OrderState = "REVOKED"
 	case EvDeductionRegistered:
-		e.Attempt, e.OutTradeNo = max(s.Payment.Attempts, 1), "T9"
+		e.Deduction, e.OutTradeNo = max(s.Payment.Deductions, 1), "T9"
 	case EvDebitFailed:
-		e.Attempt, e.Reason = max(s.Payment.Attempts, 1), "insufficient balance"
+		e.Deduction, e.Reason = max(s.Payment.Deductions, 1), "insufficient balance"
 	case EvDebitSent:
-		e.Attempt, e.HfSeqID, e.ReqDate = max(s.Payment.Attempts, 1), "HF9", "20261126"
+		e.Deduction, e.HfSeqID, e.ReqDate = max(s.Payment.Deductions, 1), "HF9", "20261126"
 	case EvPaid:
 		e.AmountFen = s.AmountFen
 	case EvRefund:

@@ -50,11 +50,11 @@ func (m *Machine) Wants(s Session, eff Effect, now time.Time) (bool, string) {
 			return false, "already completed"
 		}
 	case EffRegisterDeduction:
-		if s.State != Completed || !s.Payment.awaitsRegistration(eff.Attempt) {
+		if s.State != Completed || !s.Payment.awaitsRegistration(eff.Deduction) {
 			return false, "the registration of this deduction is not awaited"
 		}
 	case EffDebit:
-		if s.State != Deducting || s.Payment.DebitAttempt != eff.Attempt {
+		if s.State != Deducting || s.Payment.Debited != eff.Deduction {
 			return false, "not the deduction being debited"
 		}
 	case EffQueryOrder:

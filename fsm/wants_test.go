@@ -65,11 +65,11 @@ func TestWants(t *testing.T) {
 	})
 	t.Run("register and debit only the current deduction", func(t *testing.T) {
 		b := sessionIn(t, Completed)
-		reg := Effect{Kind: EffRegisterDeduction, Attempt: 1}
+		reg := Effect{Kind: EffRegisterDeduction, Deduction: 1}
 		if ok, _ := b.m.Wants(b.s, reg, b.at); !ok {
 			t.Fatal("registration 1 not wanted")
 		}
-		if ok, _ := b.m.Wants(b.s, Effect{Kind: EffRegisterDeduction, Attempt: 2}, b.at); ok {
+		if ok, _ := b.m.Wants(b.s, Effect{Kind: EffRegisterDeduction, Deduction: 2}, b.at); ok {
 			t.Fatal("registration 2 wanted")
 		}
 		debit := lastEffect(t, b.registered(), EffDebit)
@@ -79,7 +79,7 @@ func TestWants(t *testing.T) {
 		if ok, _ := b.m.Wants(b.s, debit, b.at); !ok {
 			t.Fatal("debit not wanted")
 		}
-		b.apply(Event{Type: EvDebitFailed, By: ByPayScore, Attempt: 1})
+		b.apply(Event{Type: EvDebitFailed, By: ByPayScore, Deduction: 1})
 		if ok, _ := b.m.Wants(b.s, debit, b.at); ok {
 			t.Fatal("debit of a failed deduction wanted")
 		}

@@ -16,30 +16,14 @@ import (
 	"github.com/chargeflow/chargeflow/money"
 	"github.com/chargeflow/chargeflow/payscore"
 	"github.com/chargeflow/chargeflow/store"
+	"github.com/oklog/ulid/v2"
 )
 
-// NewID returns a new session id: 26 lowercase base-32 characters, time
-// ordered (48-bit milliseconds) then 80 random bits. Alphanumeric, so it can
-// be embedded in Huifu's req_seq_id as is.
+// NewID returns a new session id: a ULID (48-bit milliseconds, then 80
+// random bits) in lower case, 26 characters, time ordered. Alphanumeric, so
+// it can be embedded in Huifu's req_seq_id as is.
 func NewID(now time.Time) string {
-	const alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
-	var b [16]byte
-	ms := uint64(now.UnixMilli())
-	for i := 5; i >= 0; i-- {
-		b[i] = byte(ms)
-		ms >>= 8
-	}
-	_, _ = rand.Read(b[6:])
-	// 128 bits → 26 base-32 digits.
-	var out [26]byte
-	hi := uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 | uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
-	lo := uint64(b[8])<<56 | uint64(b[9])<<48 | uint64(b[10])<<40 | uint64(b[11])<<32 | uint64(b[12])<<24 | uint64(b[13])<<16 | uint64(b[14])<<8 | uint64(b[15])
-	for i := 25; i >= 0; i-- {
-		out[i] = alphabet[lo&31]
-		lo = lo>>5 | hi<<59
-		hi >>= 5
-	}
-	return string(out[:])
+	return strings.ToLower(ulid.MustNew(ulid.Timestamp(now), rand.Reader).String())
 }
 
 // CreateRequest is what the app asks for (POST /v1/sessions).

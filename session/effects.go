@@ -175,7 +175,7 @@ func (e *Engine) completeOrder(ctx context.Context, s fsm.Session, eff fsm.Effec
 // deduction: a failed debit needs a new one).
 func (e *Engine) registerDeduction(ctx context.Context, s fsm.Session, eff fsm.Effect) (string, error) {
 	reg, err := e.pay.RegisterDeduction(ctx, payscore.RegisterDeductionRequest{
-		ReqSeqID: payscore.ReqSeqID(s.ID, payscore.StepRegister, eff.Attempt), ReqDate: eff.DueAt,
+		ReqSeqID: payscore.ReqSeqID(s.ID, payscore.StepRegister, eff.Deduction), ReqDate: eff.DueAt,
 		Order: payscore.OrderLocator{OutOrderNo: s.OutOrderNo},
 	})
 	if payscore.IsDuplicate(err) {
@@ -193,12 +193,12 @@ func (e *Engine) registerDeduction(ctx context.Context, s fsm.Session, eff fsm.E
 		if Classify(err) != ClassFinal {
 			return "", fmt.Errorf("register deduction: %w", err)
 		}
-		_, aerr := e.Apply(ctx, s.ID, fsm.Event{Type: fsm.EvDebitFailed, At: e.now(), By: fsm.ByPayScore, Attempt: eff.Attempt,
+		_, aerr := e.Apply(ctx, s.ID, fsm.Event{Type: fsm.EvDebitFailed, At: e.now(), By: fsm.ByPayScore, Deduction: eff.Deduction,
 			Reason: "registration refused: " + payscoreReason(err)})
 		return outcomeDone, ignoreRefused(aerr)
 	}
 	_, err = e.Apply(ctx, s.ID, fsm.Event{Type: fsm.EvDeductionRegistered, At: e.now(), By: fsm.ByPayScore,
-		Attempt: eff.Attempt, OutTradeNo: reg.OutTradeNo, HfSeqID: reg.HfSeqID})
+		Deduction: eff.Deduction, OutTradeNo: reg.OutTradeNo, HfSeqID: reg.HfSeqID})
 	return outcomeDone, ignoreRefused(err)
 }
 
@@ -206,8 +206,8 @@ func (e *Engine) registerDeduction(ctx context.Context, s fsm.Session, eff fsm.E
 // retry re-sends the SAME req_seq_id, which Huifu recognises.
 func (e *Engine) debit(ctx context.Context, s fsm.Session, eff fsm.Effect) (string, error) {
 	res, err := e.pay.Debit(ctx, payscore.DebitRequest{
-		ReqSeqID: payscore.ReqSeqID(s.ID, payscore.StepDebit, eff.Attempt), ReqDate: eff.DueAt,
-		DeductReqSeqID: payscore.ReqSeqID(s.ID, payscore.StepRegister, eff.Attempt), DeductHfSeqID: s.Payment.RegisterSeqID,
+		ReqSeqID: payscore.ReqSeqID(s.ID, payscore.StepDebit, eff.Deduction), ReqDate: eff.DueAt,
+		DeductReqSeqID: payscore.ReqSeqID(s.ID, payscore.StepRegister, eff.Deduction), DeductHfSeqID: s.Payment.RegisterSeqID,
 		OutTradeNo: eff.OutTradeNo, GoodsDesc: e.cfg.GoodsDesc, ClientIP: e.cfg.ClientIP,
 	})
 	if payscore.IsDuplicate(err) {
@@ -217,19 +217,19 @@ func (e *Engine) debit(ctx context.Context, s fsm.Session, eff fsm.Effect) (stri
 		if Classify(err) != ClassFinal {
 			return "", fmt.Errorf("debit: %w", err)
 		}
-		_, aerr := e.Apply(ctx, s.ID, fsm.Event{Type: fsm.EvDebitFailed, At: e.now(), By: fsm.ByPayScore, Attempt: eff.Attempt,
+		_, aerr := e.Apply(ctx, s.ID, fsm.Event{Type: fsm.EvDebitFailed, At: e.now(), By: fsm.ByPayScore, Deduction: eff.Deduction,
 			OutTradeNo: eff.OutTradeNo, Reason: "debit refused: " + payscoreReason(err)})
 		return outcomeDone, ignoreRefused(aerr)
 	}
 	if res.HfSeqID != "" {
-		if _, err := e.Apply(ctx, s.ID, fsm.Event{Type: fsm.EvDebitSent, At: e.now(), By: fsm.ByPayScore, Attempt: eff.Attempt,
+		if _, err := e.Apply(ctx, s.ID, fsm.Event{Type: fsm.EvDebitSent, At: e.now(), By: fsm.ByPayScore, Deduction: eff.Deduction,
 			OutTradeNo: eff.OutTradeNo, HfSeqID: res.HfSeqID, ReqDate: res.ReqDate}); ignoreRefused(err) != nil {
 			return "", err
 		}
 	}
 	switch res.TransStat {
 	case payscore.TransFailed:
-		_, err = e.Apply(ctx, s.ID, fsm.Event{Type: fsm.EvDebitFailed, At: e.now(), By: fsm.ByPayScore, Attempt: eff.Attempt,
+		_, err = e.Apply(ctx, s.ID, fsm.Event{Type: fsm.EvDebitFailed, At: e.now(), By: fsm.ByPayScore, Deduction: eff.Deduction,
 			OutTradeNo: eff.OutTradeNo, Reason: "debit failed"})
 		return outcomeDone, ignoreRefused(err)
 	case payscore.TransSucceeded:
@@ -272,7 +272,7 @@ func (e *Engine) reconcile(ctx context.Context, id string) error {
 			return fmt.Errorf("query deduction: %w", err)
 		}
 		if d.TransStat == payscore.TransFailed {
-			ev = &fsm.Event{Type: fsm.EvDebitFailed, At: now, By: fsm.ByPayScore, Attempt: s.Payment.DebitAttempt,
+			ev = &fsm.Event{Type: fsm.EvDebitFailed, At: now, By: fsm.ByPayScore, Deduction: s.Payment.Debited,
 				OutTradeNo: d.OutTradeNo, Reason: "debit failed (query)"}
 		}
 	}
