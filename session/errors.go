@@ -119,15 +119,18 @@ func (c ErrorClass) String() string {
 }
 
 // Classify is the engine's one classifier of errors; every outbox worker
-// and the creation use it. Pay Score errors are classified by
+// and the creation use it. An error the engine marked retryable is so
+// whatever it wraps (a complete that Pay Score refused is still owed: it is
+// tried again); Pay Score errors are classified by
 // payscore.Classify; an unavailable store and a version conflict (the
-// record moved on: reload and re-apply) are retryable, and so is an error
-// the engine marked retryable (a broker that did not take a command); a
+// record moved on: reload and re-apply) are retryable; a
 // context deadline is uncertain (we stopped waiting, not the operation);
 // everything else is final. err must not be nil.
 func Classify(err error) ErrorClass {
 	var pe *payscore.Error
 	switch {
+	case errors.As(err, new(errRetry)):
+		return ClassRetryable
 	case errors.As(err, &pe):
 		switch payscore.Classify(pe) {
 		case payscore.Uncertain:
@@ -136,7 +139,7 @@ func Classify(err error) ErrorClass {
 			return ClassRetryable
 		}
 		return ClassFinal
-	case errors.As(err, new(errRetry)), store.IsRetryable(err), errors.Is(err, store.ErrVersionConflict):
+	case store.IsRetryable(err), errors.Is(err, store.ErrVersionConflict):
 		return ClassRetryable
 	case errors.Is(err, context.DeadlineExceeded):
 		return ClassUncertain

@@ -4,12 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -42,6 +42,9 @@ type harness struct {
 	sb  *sandbox.Sandbox
 	eng *session.Engine
 	cmd *recorder
+	obs *observer
+	// ahead moves the engine's clock (nanoseconds ahead of the wall clock).
+	ahead atomic.Int64
 }
 
 func boltStore(t testing.TB) store.Store {
@@ -81,9 +84,12 @@ func newHarness(t testing.TB, st store.Store, tune ...func(*session.Config)) *ha
 	if err != nil {
 		t.Fatal(err)
 	}
+	h := &harness{t: t, st: st, cmd: &recorder{}, obs: &observer{}}
+	// The engine and the sandbox share one clock, which a test may move on.
+	now := func() time.Time { return time.Now().Add(time.Duration(h.ahead.Load())) }
 	ntr := &http.Transport{}
 	t.Cleanup(ntr.CloseIdleConnections)
-	sb, err := sandbox.New(sandbox.Options{HuifuPrivateKey: keys.PrivateKey, MerchantPublicKey: mpub,
+	sb, err := sandbox.New(sandbox.Options{HuifuPrivateKey: keys.PrivateKey, MerchantPublicKey: mpub, Now: now,
 		NotifyClient: &http.Client{Transport: ntr}, NotifyBackoff: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -91,7 +97,7 @@ func newHarness(t testing.TB, st store.Store, tune ...func(*session.Config)) *ha
 	huifu := httptest.NewServer(sb.Handler())
 	t.Cleanup(func() { sb.Close(); huifu.Close() })
 
-	h := &harness{t: t, st: st, sb: sb, cmd: &recorder{}}
+	h.sb = sb
 	var engMu sync.Mutex
 	notify := httptest.NewServer(payscore.NotifyHandler(keys.Verifier, func(ctx context.Context, n payscore.Notification) error {
 		engMu.Lock()
@@ -110,11 +116,13 @@ func newHarness(t testing.TB, st store.Store, tune ...func(*session.Config)) *ha
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := session.Config{Machine: fsm.DefaultConfig(), InstanceID: "test", Workers: 1}
+	// A failed effect is tried again at once, so drain sees it settle.
+	cfg := session.Config{Machine: fsm.DefaultConfig(), InstanceID: "test", Workers: 1,
+		EffectRetryMin: time.Millisecond, EffectRetryMax: time.Millisecond}
 	for _, f := range tune {
 		f(&cfg)
 	}
-	eng, err := session.New(cfg, st, pay, h.cmd, nil, nil, nil)
+	eng, err := session.New(cfg, st, pay, h.cmd, nil, h.obs, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,14 +153,21 @@ func (h *harness) charger(id string) {
 // drain performs every outbox entry that is due, until none is left.
 func (h *harness) drain() {
 	h.t.Helper()
-	for range 100 {
+	idle := 0
+	for range 200 {
 		n, err := h.eng.RunOnce(bg, "test/0", 16)
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		if n == 0 {
+		if n > 0 {
+			idle = 0
+			continue
+		}
+		// A retried entry is due again a millisecond later: look twice.
+		if idle++; idle == 3 {
 			return
 		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	h.t.Fatal("the outbox does not drain")
 }
@@ -169,13 +184,30 @@ func (h *harness) get(id string) fsm.Session {
 func (h *harness) apply(id string, ev fsm.Event) fsm.Result {
 	h.t.Helper()
 	if ev.At.IsZero() {
-		ev.At = time.Now()
+		ev.At = h.now()
 	}
 	r, err := h.eng.Apply(bg, id, ev)
 	if err != nil {
 		h.t.Fatalf("apply %s: %v", ev.Type, err)
 	}
 	return r
+}
+
+// until waits, without performing anything, for session id to be in want
+// (a notification arrives on its own goroutine).
+func (h *harness) until(id string, want fsm.State) fsm.Session {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s := h.get(id)
+		if s.State == want {
+			return s
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("session %s is %s, want %s", id, s.State, want)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // waitState drains until session id is in want (notifications arrive on
@@ -200,7 +232,7 @@ func (h *harness) waitState(id string, want fsm.State) fsm.Session {
 func (h *harness) created(cp string) fsm.Session {
 	h.t.Helper()
 	h.charger(cp)
-	s, err := h.eng.Create(bg, session.NewID(time.Now()), session.CreateRequest{ChargerID: cp, Connector: 1, OpenID: "o-" + cp, MaxAmountFen: 5000})
+	s, err := h.eng.Create(bg, session.NewID(h.now()), session.CreateRequest{ChargerID: cp, Connector: 1, OpenID: "o-" + cp, MaxAmountFen: 5000})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -222,17 +254,22 @@ func (h *harness) charging(cp string) fsm.Session {
 	h.t.Helper()
 	s := h.confirmed(cp)
 	h.drain()
-	h.apply(s.ID, fsm.Event{Type: fsm.EvStarted, By: fsm.ByCharger, ChargerTime: time.Now().Add(-10 * time.Second), MeterWh: 1000})
+	h.apply(s.ID, fsm.Event{Type: fsm.EvStarted, By: fsm.ByCharger, ChargerTime: h.now(), MeterWh: 1000})
 	return h.get(s.ID)
 }
 
-// ended: the charger ended at 3000 Wh (2 kWh, 3.00 yuan), two seconds ago.
+// ended: the charger ended at 3000 Wh (2 kWh, 3.00 yuan); the clock then
+// moves on a few seconds, so the end_time (at least a second after the
+// start) is in the past for complete.
 func (h *harness) ended(cp string) fsm.Session {
 	h.t.Helper()
 	s := h.charging(cp)
-	h.apply(s.ID, fsm.Event{Type: fsm.EvEnded, By: fsm.ByCharger, ChargerTime: time.Now().Add(-2 * time.Second), MeterWh: 3000, Reason: "local"})
+	h.apply(s.ID, fsm.Event{Type: fsm.EvEnded, By: fsm.ByCharger, ChargerTime: h.now().Add(-2 * time.Second), MeterWh: 3000, Reason: "local"})
+	h.ahead.Add(int64(5 * time.Second))
 	return h.get(s.ID)
 }
+
+func (h *harness) now() time.Time { return time.Now().Add(time.Duration(h.ahead.Load())) }
 
 // paid runs a session all the way to paid through the sandbox.
 func (h *harness) paid(cp string) fsm.Session {
@@ -279,11 +316,29 @@ func (r *recorder) sent(id, typ string) []charger.Command {
 	return out
 }
 
-func mustJSON(t testing.TB, v any) string {
-	t.Helper()
-	b, err := json.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
+// observer records what the engine reports of each effect.
+type observer struct {
+	mu       sync.Mutex
+	outcomes map[fsm.EffectKind][]string
+}
+
+func (o *observer) Transition(fsm.State, fsm.State, fsm.EventType) {}
+func (o *observer) Anomaly()                                       {}
+func (o *observer) ConfirmToStart(time.Duration)                   {}
+func (o *observer) Effect(k fsm.EffectKind, outcome string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.outcomes == nil {
+		o.outcomes = map[fsm.EffectKind][]string{}
 	}
-	return string(b)
+	o.outcomes[k] = append(o.outcomes[k], outcome)
+}
+
+// of returns the outcomes of effect kind k so far, and forgets them.
+func (o *observer) of(k fsm.EffectKind) []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := o.outcomes[k]
+	delete(o.outcomes, k)
+	return out
 }
