@@ -46,7 +46,7 @@ type Config struct {
 	// OverdueAfter failed debits flag the session payment_overdue.
 	OverdueAfter int
 	// ClockTolerance is how far a charger time may be ahead of our receive
-	// time and still be credible (charger-mqtt.md: 5 minutes).
+	// time and still be credible (docs/protocol.md: 5 minutes).
 	ClockTolerance time.Duration
 	// EndTimeBeforeEvent keeps end_time at least this long before the event
 	// that fixes it (the charger's `ended`, a timeout, a close). The default
