@@ -142,9 +142,13 @@ func newStack(t testing.TB, opts ...stackOpt) *stack {
 	return st
 }
 
-func (st *stack) newEngine(pay session.PayScore) *session.Engine {
+func (st *stack) newEngine(pay session.PayScore, tune ...func(*session.Config)) *session.Engine {
 	log := slog.New(slog.NewTextHandler(&lockedWriter{w: st.logs}, nil))
-	eng, err := session.New(session.Config{Machine: fsm.DefaultConfig(), InstanceID: "test"}, st.store, pay, st.broker, log, nil, nil)
+	cfg := session.Config{Machine: fsm.DefaultConfig(), InstanceID: "test"}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	eng, err := session.New(cfg, st.store, pay, st.broker, log, nil, nil)
 	if err != nil {
 		st.t.Fatal(err)
 	}
@@ -359,6 +363,6 @@ func (st *stack) completed(t testing.TB, id string) {
 	t.Helper()
 	st.apply(t, id, fsm.Event{Type: fsm.EvEnded, By: fsm.ByCharger, ChargerTime: time.Now(), MeterWh: 6000, Reason: "user"})
 	st.apply(t, id, fsm.Event{Type: fsm.EvOrderCompleted, By: fsm.ByPayScore})
-	st.apply(t, id, fsm.Event{Type: fsm.EvDeductionRegistered, By: fsm.ByPayScore, Attempt: 1, OutTradeNo: "T1", HfSeqID: "H1"})
-	st.apply(t, id, fsm.Event{Type: fsm.EvDebitFailed, By: fsm.ByPayScore, Attempt: 1, Reason: "balance"})
+	st.apply(t, id, fsm.Event{Type: fsm.EvDeductionRegistered, By: fsm.ByPayScore, Deduction: 1, OutTradeNo: "T1", HfSeqID: "H1"})
+	st.apply(t, id, fsm.Event{Type: fsm.EvDebitFailed, By: fsm.ByPayScore, Deduction: 1, Reason: "balance"})
 }

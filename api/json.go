@@ -125,17 +125,6 @@ func writeRaw(w http.ResponseWriter, status int, body []byte) {
 	_, _ = w.Write(body)
 }
 
-// writeProblemRaw answers status with an already encoded problem (a
-// replayed idempotent answer).
-func writeProblemRaw(w http.ResponseWriter, status int, body []byte) {
-	h := w.Header()
-	h.Set("Content-Type", "application/problem+json")
-	h.Set("Cache-Control", "no-store")
-	h.Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_, _ = w.Write(body)
-}
-
 // mustJSON encodes a value built by this package (a bug if it fails).
 func mustJSON(v any) []byte {
 	b, err := json.Marshal(v)

@@ -28,14 +28,7 @@ import (
 
 // Defaults for the zero values of Deps.
 const (
-	DefaultMaxBody        = 64 << 10
-	DefaultIdempotencyTTL = 24 * time.Hour
-	// DefaultInFlightTimeout is how long an Idempotency-Key record without an
-	// answer counts as "the first request is still being served". Older, it
-	// is taken as abandoned (the process serving it died) and a retry runs
-	// the creation again with the record's session id. It is longer than any
-	// creation can take (the Pay Score client's attempts are bounded).
-	DefaultInFlightTimeout = 2 * time.Minute
+	DefaultMaxBody = 64 << 10
 	// DefaultHeartbeat is the SSE comment interval that keeps proxies from
 	// closing an idle stream.
 	DefaultHeartbeat = 15 * time.Second
@@ -53,15 +46,10 @@ type Deps struct {
 	// Ready checks that the store, the broker and the payment configuration
 	// are usable (GET /readyz). Nil: the store's Ping.
 	Ready func(ctx context.Context) error
-	// Now is the clock (default time.Now). It must be the store's clock for
-	// the in-flight age of idempotency records to be exact.
+	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// MaxBody caps JSON request bodies and notification bodies (default 64 KiB).
 	MaxBody int64
-	// IdempotencyTTL is how long an Idempotency-Key is remembered (default 24 h).
-	IdempotencyTTL time.Duration
-	// InFlightTimeout: see DefaultInFlightTimeout.
-	InFlightTimeout time.Duration
 	// Heartbeat is the SSE heartbeat interval (default 15 s).
 	Heartbeat time.Duration
 	// Extra mounts handlers added by cmd, by chi pattern: "/metrics"
@@ -80,8 +68,6 @@ type server struct {
 	now      func() time.Time
 
 	maxBody   int64
-	idemTTL   time.Duration
-	inFlight  time.Duration
 	heartbeat time.Duration
 	extra     map[string]http.Handler
 
@@ -110,7 +96,7 @@ func newServer(d Deps) *server {
 		panic("api.NewServer: Engine, Store and Verifier are required")
 	}
 	s := &server{eng: d.Engine, store: d.Store, verifier: d.Verifier, log: d.Logger, ready: d.Ready, now: d.Now,
-		maxBody: d.MaxBody, idemTTL: d.IdempotencyTTL, inFlight: d.InFlightTimeout, heartbeat: d.Heartbeat}
+		maxBody: d.MaxBody, heartbeat: d.Heartbeat}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -122,12 +108,6 @@ func newServer(d Deps) *server {
 	}
 	if s.maxBody <= 0 {
 		s.maxBody = DefaultMaxBody
-	}
-	if s.idemTTL <= 0 {
-		s.idemTTL = DefaultIdempotencyTTL
-	}
-	if s.inFlight <= 0 {
-		s.inFlight = DefaultInFlightTimeout
 	}
 	if s.heartbeat <= 0 {
 		s.heartbeat = DefaultHeartbeat

@@ -2,12 +2,7 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"slices"
 	"strconv"
@@ -21,37 +16,17 @@ import (
 )
 
 // maxIdempotencyKey bounds an Idempotency-Key (as Stripe does).
-const maxIdempotencyKey = 255
+const maxIdempotencyKey = session.MaxIdempotencyKey
 
-// handleCreateSession: POST /v1/sessions with an Idempotency-Key.
-//
-// Idempotency (the record is the store's IdemRecord, keyed by caller and
-// key, holding the hash of the caller and the canonical body):
-//   - a new key: the record is created first, then a session id is drawn
-//     and saved in it BEFORE Pay Score is called, so every retry of this key
-//     uses the same id, hence the same req_seq_id;
-//   - the same key and body after an answer: that answer again, byte for
-//     byte (header Idempotent-Replayed: true);
-//   - the same key and another body (or caller): 409;
-//   - the same key while the first request is being served: 409, retry later;
-//   - an answer that is a client error found before anything was done
-//     (invalid, unknown charger, connector offline or busy: 4xx) is not kept:
-//     the record is deleted so the client can fix things and retry;
-//   - a temporary failure (503, 500) is kept as "not an answer": a retry
-//     runs the creation again with the same session id (Engine.Create is
-//     idempotent per id) until it gets a real answer;
-//   - a record left without an answer longer than InFlightTimeout (its
-//     process died) is treated like a temporary failure.
+// handleCreateSession: POST /v1/sessions with an Idempotency-Key. The
+// engine keeps the key's protocol (session.Engine.CreateIdempotent); the
+// handler translates: a new session is 201 with its Location, a replay says
+// Idempotent-Replayed: true, Pay Score's refusal is the key's answer (502).
 func (s *server) handleCreateSession() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		key := r.Header.Get("Idempotency-Key")
-		switch {
-		case key == "":
-			Error(w, r, &session.Error{Code: session.CodeInvalid, Message: "an Idempotency-Key header is required",
-				Fields: map[string]string{"Idempotency-Key": "required: a unique string per intended session, reused on retries"}})
-			return
-		case len(key) > maxIdempotencyKey || !printableASCII(key):
-			Error(w, r, invalid("Idempotency-Key", fmt.Sprintf("1 to %d printable ASCII characters", maxIdempotencyKey)))
+		if err := session.ValidIdempotencyKey(key, true); err != nil {
+			Error(w, r, err)
 			return
 		}
 		var req session.CreateRequest
@@ -60,152 +35,22 @@ func (s *server) handleCreateSession() http.HandlerFunc {
 			return
 		}
 		c := callerFrom(r.Context())
-		status, body, replayed, err := s.createIdempotent(r.Context(), c, key, req)
+		ans, err := s.eng.CreateIdempotent(r.Context(), session.Caller{Role: c.role.String(), Name: c.name}, key, req)
 		if err != nil {
 			Error(w, r, err)
 			return
 		}
-		if replayed {
+		if ans.Replayed {
 			w.Header().Set("Idempotent-Replayed", "true")
 		}
-		var v struct {
-			ID string `json:"id"`
-		}
-		if json.Unmarshal(body, &v) == nil && v.ID != "" {
-			noteSession(r, v.ID)
-			if status == http.StatusCreated {
-				w.Header().Set("Location", "/v1/sessions/"+v.ID)
-			}
-		}
-		if status >= 400 {
-			writeProblemRaw(w, status, body)
+		noteSession(r, ans.SessionID)
+		if ans.Refused != nil {
+			Error(w, r, ans.Refused)
 			return
 		}
-		writeRaw(w, status, body)
+		w.Header().Set("Location", "/v1/sessions/"+ans.SessionID)
+		writeRaw(w, http.StatusCreated, ans.View)
 	}
-}
-
-// createIdempotent runs Engine.Create under the key's record and returns the
-// answer to send: a stored one (replayed) or a new one. An error is sent as
-// a problem (and was not stored as an answer).
-func (s *server) createIdempotent(ctx context.Context, c caller, key string, req session.CreateRequest) (status int, body []byte, replayed bool, err error) {
-	canonical, err := json.Marshal(req)
-	if err != nil {
-		return 0, nil, false, err
-	}
-	sum := sha256.Sum256([]byte("POST /v1/sessions\n" + c.role.String() + "\n" + c.name + "\n" + string(canonical)))
-	hash := hex.EncodeToString(sum[:])
-	storeKey := "create-session\x00" + c.role.String() + "\x00" + c.name + "\x00" + key
-
-	rec, created, err := s.store.PutIdempotency(ctx, storeKey, hash, s.idemTTL)
-	if err != nil {
-		return 0, nil, false, fmt.Errorf("idempotency record: %w", err)
-	}
-	id := ""
-	if !created {
-		if rec.RequestHash != hash {
-			return 0, nil, false, session.Errorf(session.CodeConflict,
-				"this Idempotency-Key was used with another request body: use a new key for a new session")
-		}
-		switch {
-		case rec.Status != 0 && !rerun(rec.Status):
-			return rec.Status, rec.Body, true, nil // the answer, again
-		case rec.Status == 0 && s.now().Sub(rec.ExpiresAt.Add(-s.idemTTL)) < s.inFlight:
-			return 0, nil, false, session.Errorf(session.CodeConflict,
-				"a request with this Idempotency-Key is still being served: retry in a few seconds")
-		}
-		// A temporary failure, or an abandoned attempt: run it again with
-		// the same id (a new one if the attempt died before saving one:
-		// then nothing was sent to Pay Score under any id).
-		id = rec.SessionID
-	}
-	if id == "" {
-		id = session.NewID(s.now())
-	}
-	// Claim the record for this attempt and fix the id in it before any
-	// payment call is made under that id.
-	if err := s.store.SaveIdempotentResponse(ctx, storeKey, store.IdemRecord{RequestHash: hash, SessionID: id}); err != nil {
-		return 0, nil, false, fmt.Errorf("idempotency record: %w", err)
-	}
-
-	sess, cerr := s.eng.Create(ctx, id, req)
-	if cerr != nil {
-		code := session.ErrorCode(cerr)
-		st := codeStatus[code]
-		switch {
-		case code == session.CodePaymentRefused:
-			// Pay Score said no for good: that is the answer to this key.
-			b := problemBody(code, st, session.ErrorMessage(cerr))
-			s.saveAnswer(ctx, storeKey, hash, id, st, b)
-			return st, b, false, nil
-		case st >= 400 && st < 500:
-			// Found before anything was done: forget the key.
-			if derr := s.store.DeleteIdempotency(context.WithoutCancel(ctx), storeKey); derr != nil {
-				s.logger(ctx).Warn("drop idempotency record", "err", derr)
-			}
-			return 0, nil, false, cerr
-		default:
-			// Keep the id; mark the record "not an answer" so a retry runs again.
-			if st == 0 {
-				st = http.StatusInternalServerError
-			}
-			s.saveAnswer(ctx, storeKey, hash, id, st, nil)
-			return 0, nil, false, cerr
-		}
-	}
-	history, err := s.store.History(ctx, id)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		// The session exists: a retry of the key will render it.
-		s.saveAnswer(ctx, storeKey, hash, id, http.StatusServiceUnavailable, nil)
-		return 0, nil, false, err
-	}
-	b, err := json.Marshal(session.NewView(sess, history))
-	if err != nil {
-		return 0, nil, false, err
-	}
-	b = append(b, '\n')
-	s.saveAnswer(ctx, storeKey, hash, id, http.StatusCreated, b)
-	return http.StatusCreated, b, false, nil
-}
-
-// rerun reports whether a stored status is "not an answer": a temporary
-// failure that a retry of the key runs again.
-func rerun(status int) bool {
-	return status >= 500 && status != http.StatusBadGateway
-}
-
-// saveAnswer stores an answer for the key; a failure only means a retry
-// runs the (idempotent) creation again.
-func (s *server) saveAnswer(ctx context.Context, key, hash, id string, status int, body []byte) {
-	err := s.store.SaveIdempotentResponse(context.WithoutCancel(ctx), key,
-		store.IdemRecord{RequestHash: hash, SessionID: id, Status: status, Body: body})
-	if err != nil {
-		s.logger(ctx).Warn("save idempotent answer", "session", id, "err", err)
-	}
-}
-
-// logger is the request's logger (with its request id), else the server's.
-func (s *server) logger(ctx context.Context) *slog.Logger {
-	if info := infoFrom(ctx); info != nil && info.log != nil {
-		return info.log
-	}
-	return s.log
-}
-
-// problemBody renders a problem for storing with an idempotency record (the
-// replay is the same document, instance and request id aside).
-func problemBody(code string, status int, detail string) []byte {
-	return append(mustJSON(Problem{Type: ProblemTypeBase + code, Title: codeTitle[code], Status: status, Detail: detail,
-		Code: code, Instance: "/v1/sessions"}), '\n')
-}
-
-func printableASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return false
-		}
-	}
-	return true
 }
 
 // sessionView renders session id with its history.
@@ -311,10 +156,11 @@ type RefundRequest struct {
 func (s *server) handleRefundSession() http.HandlerFunc {
 	return sessionAction(s, http.StatusAccepted, true, func(r *http.Request, id string, c caller, b RefundRequest) (fsm.Session, error) {
 		key := r.Header.Get("Idempotency-Key")
-		if len(key) > 255 || !printableASCII(key) {
-			return fsm.Session{}, session.Invalid(map[string]string{"Idempotency-Key": "at most 255 printable ASCII characters"})
+		if err := session.ValidIdempotencyKey(key, false); err != nil {
+			return fsm.Session{}, err
 		}
-		return s.eng.Refund(r.Context(), id, c.name, b.AmountFen, b.Reason, key)
+		sess, _, err := s.eng.Refund(r.Context(), id, c.name, b.AmountFen, b.Reason, key)
+		return sess, err
 	})
 }
 

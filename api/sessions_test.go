@@ -138,7 +138,7 @@ func TestCreateIdempotency(t *testing.T) {
 	}
 }
 
-// storeKeyAndHash mirrors createIdempotent's record key and request hash.
+// storeKeyAndHash mirrors session.Engine.CreateIdempotent's record key and request hash.
 func storeKeyAndHash(t *testing.T, c caller, key string, req session.CreateRequest) (string, string) {
 	b, err := json.Marshal(req)
 	if err != nil {
@@ -157,7 +157,7 @@ func TestCreateIdempotencyInFlightAndRetry(t *testing.T) {
 	// A record without an answer: the first request is being served.
 	key := newKey()
 	sk, hash := storeKeyAndHash(t, app, key, body)
-	if _, created, err := st.store.PutIdempotency(bg, sk, hash, DefaultIdempotencyTTL); err != nil || !created {
+	if _, created, err := st.store.PutIdempotency(bg, sk, hash, session.DefaultIdempotencyTTL); err != nil || !created {
 		t.Fatal(created, err)
 	}
 	r := st.do(t, req{method: "POST", path: "/v1/sessions", token: appToken, body: createBody("CP1", 1), header: map[string]string{"Idempotency-Key": key}})
@@ -166,7 +166,7 @@ func TestCreateIdempotencyInFlightAndRetry(t *testing.T) {
 	}
 	// The same record, abandoned (older than InFlightTimeout) with its id
 	// saved: a retry creates the session under that very id.
-	abandoned := newServer(func() Deps { d := st.deps(st.eng); d.InFlightTimeout = time.Nanosecond; return d }())
+	abandoned := newServer(st.deps(st.newEngine(st.pay, func(c *session.Config) { c.InFlightTimeout = time.Nanosecond })))
 	id := session.NewID(time.Now())
 	if err := st.store.SaveIdempotentResponse(bg, sk, store.IdemRecord{RequestHash: hash, SessionID: id}); err != nil {
 		t.Fatal(err)
@@ -399,8 +399,8 @@ func TestCloseDeductRefund(t *testing.T) {
 	if p := r.problem(t); r.status != http.StatusConflict || !strings.Contains(p.Detail, "in flight") {
 		t.Fatalf("deduct in flight: %d %+v", r.status, p)
 	}
-	st.apply(t, b.ID, fsm.Event{Type: fsm.EvDeductionRegistered, By: fsm.ByPayScore, Attempt: 1, OutTradeNo: "T1", HfSeqID: "H1"})
-	st.apply(t, b.ID, fsm.Event{Type: fsm.EvDebitFailed, By: fsm.ByPayScore, Attempt: 1, Reason: "balance"})
+	st.apply(t, b.ID, fsm.Event{Type: fsm.EvDeductionRegistered, By: fsm.ByPayScore, Deduction: 1, OutTradeNo: "T1", HfSeqID: "H1"})
+	st.apply(t, b.ID, fsm.Event{Type: fsm.EvDebitFailed, By: fsm.ByPayScore, Deduction: 1, Reason: "balance"})
 	st.mustStatus(t, req{method: "POST", path: "/v1/sessions/" + b.ID + "/deduct", token: operatorToken}, http.StatusAccepted).json(t, &v)
 	if v.State != fsm.Completed || v.Payment.Attempts != 2 {
 		t.Fatalf("after deduct: %s %+v", v.State, v.Payment)
@@ -413,7 +413,7 @@ func TestCloseDeductRefund(t *testing.T) {
 	if r := refund(`{"amount_fen":10,"reason":"goodwill"}`); r.status != http.StatusConflict {
 		t.Fatalf("refund before paid: %d %s", r.status, r.body)
 	}
-	st.apply(t, b.ID, fsm.Event{Type: fsm.EvDeductionRegistered, By: fsm.ByPayScore, Attempt: 2, OutTradeNo: "T2", HfSeqID: "H2"})
+	st.apply(t, b.ID, fsm.Event{Type: fsm.EvDeductionRegistered, By: fsm.ByPayScore, Deduction: 2, OutTradeNo: "T2", HfSeqID: "H2"})
 	st.apply(t, b.ID, fsm.Event{Type: fsm.EvPaid, By: fsm.ByPayScore, HfSeqID: "D2", ReqDate: "20250601"})
 	r = refund(`{"amount_fen":0,"reason":""}`)
 	if p := r.problem(t); r.status != http.StatusBadRequest || p.Errors["amount_fen"] == "" || p.Errors["reason"] == "" {

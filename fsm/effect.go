@@ -24,14 +24,14 @@ const (
 	// engine clamps EndTime to the moment of the call if needed and reports
 	// the time it sent in EvOrderCompleted.
 	EffCompleteOrder EffectKind = "complete_order"
-	// EffRegisterDeduction registers deduction attempt Attempt.
+	// EffRegisterDeduction registers deduction number Deduction.
 	EffRegisterDeduction EffectKind = "register_deduction"
-	// EffDebit calls payscorepay for attempt Attempt (OutTradeNo).
+	// EffDebit calls payscorepay for deduction Deduction (OutTradeNo).
 	EffDebit EffectKind = "debit"
 	// EffQueryOrder queries the order (the reconciler's poll).
 	EffQueryOrder EffectKind = "query_order"
-	// EffRefund refunds RefundID (AmountFen); Attempt numbers it among the
-	// session's refunds.
+	// EffRefund refunds RefundID (AmountFen); RefundNo numbers it among the
+	// session's refunds (its req_seq_id).
 	EffRefund EffectKind = "refund"
 	// EffArmTimer asks for EvTimer{TimerID: ID} at DueAt.
 	EffArmTimer EffectKind = "arm_timer"
@@ -69,10 +69,11 @@ type Effect struct {
 	Lines      []money.Line `json:"lines,omitempty"`
 	StartTime  time.Time    `json:"start_time,omitzero"`
 	EndTime    time.Time    `json:"end_time,omitzero"`
-	Attempt    int          `json:"attempt,omitempty"`
+	Deduction  int          `json:"attempt,omitempty"` // the deduction's number (register, debit)
 	OutTradeNo string       `json:"out_trade_no,omitempty"`
 	Reason     string       `json:"reason,omitempty"`
 	RefundID   string       `json:"refund_id,omitempty"`
+	RefundNo   int          `json:"refund_no,omitempty"`
 	// OrgReqDate / OrgHfSeqID locate the payment a refund refers to.
 	OrgReqDate string `json:"org_req_date,omitempty"`
 	OrgHfSeqID string `json:"org_hf_seq_id,omitempty"`

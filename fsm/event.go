@@ -21,9 +21,13 @@ const (
 	// EvConfirm: USER_CONFIRM is known from a verified source (a verified
 	// notification, or a query of the order showing DOING+USER_CONFIRM).
 	EvConfirm EventType = "confirm"
-	// EvStartAccepted / EvStartRejected: the charger's ack of our start.
+	// EvStartAccepted / EvStartRejected: the charger's ack of our start
+	// (CmdID). Accepted only means "will try": charging begins with started.
 	EvStartAccepted EventType = "start_accepted"
 	EvStartRejected EventType = "start_rejected"
+	// EvStopAccepted / EvStopRejected: the charger's ack of stop CmdID.
+	EvStopAccepted EventType = "stop_accepted"
+	EvStopRejected EventType = "stop_rejected"
 	// EvStarted / EvEnded: the charger's txn events.
 	EvStarted EventType = "started"
 	EvEnded   EventType = "ended"
@@ -45,18 +49,20 @@ const (
 	EvOrderClosed EventType = "order_closed"
 	// EvDeductionRegistered: a deduction registration succeeded.
 	EvDeductionRegistered EventType = "deduction_registered"
-	// EvDebitFailed: a deduction attempt failed (registration refused, debit
+	// EvDebitFailed: a deduction failed (registration refused, debit
 	// refused, or found failed by query).
 	EvDebitFailed EventType = "debit_failed"
-	// EvDebitSent: payscorepay accepted the debit of attempt Attempt and is
+	// EvDebitSent: payscorepay accepted the debit of deduction Deduction and is
 	// processing it; HfSeqID and ReqDate are kept for a later refund.
 	EvDebitSent EventType = "debit_sent"
 	// EvPaid: DONE+USER_PAID is known from a verified source.
 	EvPaid EventType = "paid"
-	// EvDeductNow: an operator asks for a debit attempt now.
+	// EvDeductNow: an operator asks for a deduction now.
 	EvDeductNow EventType = "deduct_now"
-	// EvRefund: an operator asks for a refund; EvRefundSucceeded /
-	// EvRefundFailed report its outcome.
+	// EvRefund: an operator asks for a refund (AmountFen, Reason, and the
+	// caller's Idempotency-Key in Key); the machine gives the refund its id
+	// and number. EvRefundSucceeded / EvRefundFailed report the outcome of
+	// refund RefundID.
 	EvRefund          EventType = "refund"
 	EvRefundSucceeded EventType = "refund_succeeded"
 	EvRefundFailed    EventType = "refund_failed"
@@ -66,14 +72,14 @@ const (
 
 // EventTypes lists every event Apply accepts (EvCreate is New's).
 var EventTypes = []EventType{EvConfirm, EvStartAccepted, EvStartRejected, EvStarted, EvEnded, EvMeter,
-	EvStop, EvCancel, EvClose, EvChargerOffline, EvChargerOnline, EvOrderCompleted, EvOrderClosed,
+	EvStop, EvStopAccepted, EvStopRejected, EvCancel, EvClose, EvChargerOffline, EvChargerOnline, EvOrderCompleted, EvOrderClosed,
 	EvDeductionRegistered, EvDebitSent, EvDebitFailed, EvPaid, EvDeductNow, EvRefund, EvRefundSucceeded,
 	EvRefundFailed, EvTimer}
 
 // TimerKind names a timer.
 type TimerKind string
 
-// The timers of service.md §1 plus the order poll.
+// The timers of docs/service.md §1 plus the order poll.
 const (
 	TimerConfirm    TimerKind = "confirm_timeout"
 	TimerStart      TimerKind = "start_timeout"
@@ -109,17 +115,24 @@ type Event struct {
 	Offline bool `json:"offline,omitempty"`
 
 	// Pay Score facts.
-	OutOrderNo string    `json:"out_order_no,omitempty"`
-	Package    string    `json:"package,omitempty"`
-	OrderState string    `json:"order_state,omitempty"` // for EvOrderClosed: REVOKED or EXPIRED
-	Attempt    int       `json:"attempt,omitempty"`     // deduction attempt
-	OutTradeNo string    `json:"out_trade_no,omitempty"`
-	HfSeqID    string    `json:"hf_seq_id,omitempty"`
-	ReqDate    string    `json:"req_date,omitempty"`
-	ByUser     bool      `json:"by_user,omitempty"` // EvPaid: the user paid in WeChat themselves
-	AmountFen  money.Fen `json:"amount_fen,omitempty"`
-	RefundID   string    `json:"refund_id,omitempty"`
-	// Key is the caller's idempotency key of an EvRefund, kept with it.
+	OutOrderNo string `json:"out_order_no,omitempty"`
+	Package    string `json:"package,omitempty"`
+	OrderState string `json:"order_state,omitempty"` // for EvOrderClosed: REVOKED or EXPIRED
+	Deduction  int    `json:"attempt,omitempty"`     // the deduction's number (1, 2, …)
+	// OutTradeNo names the registration a deduction event is about ("" when
+	// the source does not say).
+	OutTradeNo string `json:"out_trade_no,omitempty"`
+	// HfSeqID and ReqDate identify a payment (EvDebitSent, EvPaid: what a
+	// refund needs; the machine also tells the user's own payment from our
+	// debit by it) or a refund (EvRefundSucceeded).
+	HfSeqID   string    `json:"hf_seq_id,omitempty"`
+	ReqDate   string    `json:"req_date,omitempty"`
+	AmountFen money.Fen `json:"amount_fen,omitempty"`
+	// RefundID names the refund an outcome is about (EvRefundSucceeded,
+	// EvRefundFailed); an EvRefund's is given by the machine.
+	RefundID string `json:"refund_id,omitempty"`
+	// Key is the caller's idempotency key of an EvRefund, kept with it: a
+	// second EvRefund with the same key is a no-op.
 	Key string `json:"key,omitempty"`
 	// EndTime is the end_time actually sent with complete (EvOrderCompleted).
 	EndTime time.Time `json:"end_time,omitzero"`
@@ -180,16 +193,16 @@ func (e Event) Validate() error {
 			return fmt.Errorf("%w: timer without id", ErrBadEvent)
 		}
 	case EvRefund:
-		if e.AmountFen <= 0 || e.RefundID == "" {
-			return fmt.Errorf("%w: refund needs a positive amount and an id", ErrBadEvent)
+		if e.AmountFen <= 0 {
+			return fmt.Errorf("%w: refund needs a positive amount", ErrBadEvent)
 		}
 	case EvRefundSucceeded, EvRefundFailed:
 		if e.RefundID == "" {
 			return fmt.Errorf("%w: %s without refund id", ErrBadEvent, e.Type)
 		}
 	case EvDeductionRegistered, EvDebitFailed, EvDebitSent:
-		if e.Attempt <= 0 {
-			return fmt.Errorf("%w: %s without attempt", ErrBadEvent, e.Type)
+		if e.Deduction <= 0 {
+			return fmt.Errorf("%w: %s without deduction number", ErrBadEvent, e.Type)
 		}
 	}
 	return nil

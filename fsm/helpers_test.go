@@ -85,7 +85,7 @@ func (b *builder) completed() Result {
 	return b.apply(Event{Type: EvOrderCompleted, By: ByPayScore, EndTime: b.s.EndTime})
 }
 func (b *builder) registered() Result {
-	return b.apply(Event{Type: EvDeductionRegistered, By: ByPayScore, Attempt: b.s.Payment.Attempts, OutTradeNo: "T" + itoa(b.s.Payment.Attempts)})
+	return b.apply(Event{Type: EvDeductionRegistered, By: ByPayScore, Deduction: b.s.Payment.Deductions, OutTradeNo: "T" + itoa(b.s.Payment.Deductions)})
 }
 func (b *builder) paid() Result {
 	return b.apply(Event{Type: EvPaid, By: ByPayScore, AmountFen: b.s.AmountFen, HfSeqID: "HF1", ReqDate: "20261126"})
@@ -136,7 +136,7 @@ func sessionIn(t testing.TB, st State) *builder {
 			b.paid()
 		}
 		if st == Refunded {
-			b.apply(Event{Type: EvRefund, By: Operator("ops"), RefundID: "r1", AmountFen: b.s.AmountFen, Reason: "test"})
+			b.apply(Event{Type: EvRefund, By: Operator("ops"), Key: "k1", AmountFen: b.s.AmountFen, Reason: "test"})
 			b.apply(Event{Type: EvRefundSucceeded, By: ByPayScore, RefundID: "r1", HfSeqID: "RF1"})
 		}
 	case Cancelled:

@@ -63,7 +63,7 @@ func TestHappyPathEffects(t *testing.T) {
 	}
 
 	r = b.completed()
-	if b.s.State != Completed || !slices.Equal(effectKinds(r.Effects), []EffectKind{EffRegisterDeduction}) || r.Effects[len(r.Effects)-1].Attempt != 1 {
+	if b.s.State != Completed || !slices.Equal(effectKinds(r.Effects), []EffectKind{EffRegisterDeduction}) || r.Effects[len(r.Effects)-1].Deduction != 1 {
 		t.Fatalf("completed: %s %v", b.s.State, effectKinds(r.Effects))
 	}
 	r = b.registered()
@@ -208,7 +208,7 @@ func TestDebitRetryBackoffAndOverdue(t *testing.T) {
 	cfg := b.m.Config()
 	for i := 1; i <= 8; i++ {
 		failAt := b.tick(time.Second)
-		r := b.apply(Event{Type: EvDebitFailed, At: failAt, By: ByPayScore, Attempt: b.s.Payment.Attempts, Reason: "balance"})
+		r := b.apply(Event{Type: EvDebitFailed, At: failAt, By: ByPayScore, Deduction: b.s.Payment.Deductions, Reason: "balance"})
 		if b.s.State != Completed {
 			t.Fatalf("attempt %d: %s", i, b.s.State)
 		}
@@ -223,23 +223,55 @@ func TestDebitRetryBackoffAndOverdue(t *testing.T) {
 		_ = r
 		r = b.fireTimer(TimerDebitRetry)
 		reg := r.Effects[slices.IndexFunc(r.Effects, func(e Effect) bool { return e.Kind == EffRegisterDeduction })]
-		if reg.Attempt != i+1 {
-			t.Fatalf("new registration attempt %d, want %d", reg.Attempt, i+1)
+		if reg.Deduction != i+1 {
+			t.Fatalf("new registration attempt %d, want %d", reg.Deduction, i+1)
 		}
 		b.registered()
 	}
-	// The user's own payment still completes an overdue session.
-	b.apply(Event{Type: EvPaid, By: ByPayScore, ByUser: true, HfSeqID: "U1", ReqDate: "20261130"})
+	// The user's own payment still completes an overdue session: the
+	// machine tells it from our debit by its hf_seq_id.
+	b.apply(Event{Type: EvDebitSent, By: ByPayScore, Deduction: b.s.Payment.Deductions, HfSeqID: "HF9", ReqDate: "20261130"})
+	b.apply(Event{Type: EvPaid, By: ByPayScore, HfSeqID: "U1", ReqDate: "20261130"})
 	if b.s.State != Paid || !b.s.Payment.ByUser || b.s.Payment.HfSeqID != "U1" {
 		t.Fatalf("%s %+v", b.s.State, b.s.Payment)
 	}
 }
 
+// TestPaidByUser: the machine decides whether a payment was the user's own
+// from the record it applies to, never from what the caller read before.
+func TestPaidByUser(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		state  State
+		debit  string // our debit's hf_seq_id, when known
+		paid   string // the payment's
+		byUser bool
+	}{
+		{"our debit, ids match", Deducting, "HF1", "HF1", false},
+		{"our debit, its reply lost", Deducting, "", "HF1", false},
+		{"our debit, the payment names none", Deducting, "HF1", "", false},
+		{"another payment while deducting", Deducting, "HF1", "U1", true},
+		{"no debit in flight", Completed, "", "U1", true},
+		{"no debit in flight, query", Completed, "", "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := sessionIn(t, tc.state)
+			if tc.debit != "" {
+				b.apply(Event{Type: EvDebitSent, By: ByPayScore, Deduction: b.s.Payment.Deductions, HfSeqID: tc.debit, ReqDate: "20261126"})
+			}
+			b.apply(Event{Type: EvPaid, By: ByPayScore, HfSeqID: tc.paid, ReqDate: "20261126"})
+			if b.s.State != Paid || b.s.Payment.ByUser != tc.byUser {
+				t.Fatalf("%s by user %v, want %v", b.s.State, b.s.Payment.ByUser, tc.byUser)
+			}
+		})
+	}
+}
+
 func TestDeductNowOnlyWhenIdle(t *testing.T) {
 	b := sessionIn(t, Deducting)
-	b.apply(Event{Type: EvDebitFailed, By: ByPayScore, Attempt: 1})
+	b.apply(Event{Type: EvDebitFailed, By: ByPayScore, Deduction: 1})
 	r := b.apply(Event{Type: EvDeductNow, By: Operator("ops")})
-	if !hasEffect(r.Effects, EffRegisterDeduction) || b.s.Payment.Attempts != 2 {
+	if !hasEffect(r.Effects, EffRegisterDeduction) || b.s.Payment.Deductions != 2 {
 		t.Fatalf("deduct now: %v", effectKinds(r.Effects))
 	}
 	if _, ok := b.s.TimerByKind(TimerDebitRetry); ok {
@@ -372,23 +404,58 @@ func TestClose(t *testing.T) {
 func TestRefunds(t *testing.T) {
 	b := sessionIn(t, Paid) // 3000−1000 Wh → 3.00 yuan
 	paid := b.s.Payment.PaidFen
-	r := b.apply(Event{Type: EvRefund, By: Operator("ops"), RefundID: "r1", AmountFen: 100, Reason: "slow"})
-	if !hasEffect(r.Effects, EffRefund) || r.Effects[0].OrgHfSeqID != "HF1" || r.Effects[0].OrgReqDate != "20261126" || r.Effects[0].Attempt != 1 {
+	r := b.apply(Event{Type: EvRefund, By: Operator("ops"), Key: "k1", AmountFen: 100, Reason: "slow"})
+	eff := r.Effects[0]
+	if !hasEffect(r.Effects, EffRefund) || eff.OrgHfSeqID != "HF1" || eff.OrgReqDate != "20261126" || eff.RefundNo != 1 || eff.RefundID != "r1" {
 		t.Fatalf("refund effect %+v", r.Effects)
 	}
-	if _, err := b.m.Apply(b.s, Event{Type: EvRefund, At: b.tick(time.Second), By: Operator("ops"), RefundID: "r2", AmountFen: paid}); !isRefused(err) {
+	if got := b.s.Refunds; len(got) != 1 || got[0].ID != "r1" || got[0].No != 1 || got[0].Key != "k1" || got[0].Status != RefundPending {
+		t.Fatalf("refunds %+v", got)
+	}
+	// The same key: the same refund, nothing more (even for another amount).
+	if again, err := b.m.Apply(b.s, Event{Type: EvRefund, At: b.tick(time.Second), By: Operator("ops"), Key: "k1", AmountFen: 7}); err != nil || again.Changed {
+		t.Fatalf("repeated key: %v changed=%v", err, again.Changed)
+	}
+	if _, err := b.m.Apply(b.s, Event{Type: EvRefund, At: b.tick(time.Second), By: Operator("ops"), Key: "k2", AmountFen: paid}); !isRefused(err) {
 		t.Fatalf("over-refund: %v", err)
 	}
 	b.apply(Event{Type: EvRefundSucceeded, By: ByPayScore, RefundID: "r1"})
-	if b.s.State != Paid {
+	if b.s.State != Paid || b.s.RefundsSucceededFen() != 100 {
 		t.Fatal("partial refund ended the session")
 	}
-	b.apply(Event{Type: EvRefund, By: Operator("ops"), RefundID: "r2", AmountFen: paid - 100})
+	// Without a key every request is a refund of its own; each gets the
+	// next number.
+	r = b.apply(Event{Type: EvRefund, By: Operator("ops"), AmountFen: paid - 100})
+	if r.Effects[0].RefundID != "r2" || r.Effects[0].RefundNo != 2 {
+		t.Fatalf("second refund %+v", r.Effects[0])
+	}
 	b.apply(Event{Type: EvRefundFailed, By: ByPayScore, RefundID: "r2"})
-	b.apply(Event{Type: EvRefund, By: Operator("ops"), RefundID: "r3", AmountFen: paid - 100})
+	r = b.apply(Event{Type: EvRefund, By: Operator("ops"), AmountFen: paid - 100})
+	if r.Effects[0].RefundID != "r3" || b.s.RefundableFen() != 0 {
+		t.Fatalf("third refund %+v, refundable %d", r.Effects[0], b.s.RefundableFen())
+	}
 	b.apply(Event{Type: EvRefundSucceeded, By: ByPayScore, RefundID: "r3"})
 	if b.s.State != Refunded {
 		t.Fatalf("full refund: %s", b.s.State)
+	}
+	// A retried key after the session was refunded is still the same refund.
+	if again, err := b.m.Apply(b.s, Event{Type: EvRefund, At: b.tick(time.Second), By: Operator("ops"), Key: "k1", AmountFen: 100}); err != nil || again.Changed {
+		t.Fatalf("repeated key after refunded: %v changed=%v", err, again.Changed)
+	}
+}
+
+// TestRefundNumbersOfOldRecords: a record written before refunds kept their
+// number still gives each its position.
+func TestRefundNumbersOfOldRecords(t *testing.T) {
+	var s Session
+	if err := json.Unmarshal([]byte(`{"id":"s1","state":"paid","refunds":[{"id":"r1","amount_fen":1,"status":"failed"},{"id":"r2","amount_fen":2,"status":"pending","key":"k"}]}`), &s); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := s.RefundByID("r2"); !ok || r.No != 2 {
+		t.Fatalf("r2 = %+v", r)
+	}
+	if r, ok := s.RefundByKey("k"); !ok || r.ID != "r2" || r.No != 2 {
+		t.Fatalf("by key = %+v", r)
 	}
 }
 
@@ -434,7 +501,7 @@ func TestEventValidate(t *testing.T) {
 		{Type: EvStop, By: ByApp},
 		{Type: EvStop, At: t0},
 		{Type: EvTimer, At: t0, By: ByTimer},
-		{Type: EvRefund, At: t0, By: Operator("x"), RefundID: "r"},
+		{Type: EvRefund, At: t0, By: Operator("x"), RefundID: "r"}, // no amount
 		{Type: EvMeter, At: t0, By: ByCharger, MeterWh: -1},
 		{Type: EvCreate, At: t0, By: ByApp},
 	}

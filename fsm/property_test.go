@@ -14,7 +14,7 @@ import (
 
 // world drives one session through random events — including duplicates,
 // reordering, events from the wrong source and "restore from the persisted
-// state" steps — and checks the six invariants of service.md §1 after every
+// state" steps — and checks the six invariants of docs/service.md §1 after every
 // step, from the effects the machine asked for.
 type world struct {
 	m   *Machine
@@ -110,15 +110,18 @@ func (w *world) apply(t *rapid.T, e Event) {
 		case EffRegisterDeduction:
 			// Invariant 5: at most one live registration.
 			w.registers++
-			if before.Payment.Attempts != before.Payment.Failures || before.Payment.Registered {
-				t.Fatalf("invariant 5: registration %d asked while attempt %d is live (failures %d)", eff.Attempt, before.Payment.Attempts, before.Payment.Failures)
+			if before.Payment.Deductions != before.Payment.Failures || before.Payment.Registered {
+				t.Fatalf("invariant 5: registration %d asked while attempt %d is live (failures %d)", eff.Deduction, before.Payment.Deductions, before.Payment.Failures)
 			}
 		case EffDebit:
-			w.debits[eff.Attempt]++
-			if w.debits[eff.Attempt] > 1 {
-				t.Fatalf("invariant 5: registration %d debited twice", eff.Attempt)
+			w.debits[eff.Deduction]++
+			if w.debits[eff.Deduction] > 1 {
+				t.Fatalf("invariant 5: registration %d debited twice", eff.Deduction)
 			}
 		case EffRefund:
+			if _, ok := w.refunded[eff.RefundID]; ok || eff.RefundNo != len(s.Refunds) {
+				t.Fatalf("refund effect %+v repeats an id or is not the last refund", eff)
+			}
 			w.refunded[eff.RefundID] = eff.AmountFen
 		}
 	}
@@ -193,7 +196,7 @@ func (w *world) check(t *rapid.T) {
 	if !s.State.Valid() {
 		t.Fatalf("invalid state %q", s.State)
 	}
-	if s.Payment.Attempts-s.Payment.Failures > 1 || (s.Payment.Registered && s.State != Deducting) {
+	if s.Payment.Deductions-s.Payment.Failures > 1 || (s.Payment.Registered && s.State != Deducting) {
 		t.Fatalf("invariant 5: payment %+v in %s", s.Payment, s.State)
 	}
 	if s.State != Created && s.State != Cancelled && s.ConfirmedAt.IsZero() {
@@ -202,8 +205,15 @@ func (w *world) check(t *rapid.T) {
 	if s.AmountFen > s.MaxAmountFen {
 		t.Fatalf("invariant 4: amount %d over cap %d", s.AmountFen, s.MaxAmountFen)
 	}
-	if s.RefundedFen() > s.Payment.PaidFen {
-		t.Fatalf("refunds %d exceed payment %d", s.RefundedFen(), s.Payment.PaidFen)
+	if s.RefundsCommittedFen() > s.Payment.PaidFen {
+		t.Fatalf("refunds %d exceed payment %d", s.RefundsCommittedFen(), s.Payment.PaidFen)
+	}
+	seen := map[string]bool{}
+	for i, r := range s.Refunds {
+		if r.No != i+1 || r.ID != fmt.Sprintf("r%d", i+1) || (r.Key != "" && seen[r.Key]) {
+			t.Fatalf("refund %d is %+v (keys seen %v)", i, r, seen)
+		}
+		seen[r.Key] = true
 	}
 	for _, tm := range s.Timers {
 		if !slices.Contains(timerStates[tm.Kind], s.State) {
@@ -260,12 +270,12 @@ func (w *world) actions() map[string]func(*rapid.T) {
 			w.apply(t, Event{Type: EvOrderClosed, At: w.advance(t), By: ByPayScore, OrderState: "REVOKED"})
 		},
 		"registered": func(t *rapid.T) {
-			attempt := w.s.Payment.Attempts + rapid.IntRange(-1, 1).Draw(t, "attemptSkew")
-			w.apply(t, Event{Type: EvDeductionRegistered, At: w.advance(t), By: ByPayScore, Attempt: max(attempt, 1), OutTradeNo: "T"})
+			attempt := w.s.Payment.Deductions + rapid.IntRange(-1, 1).Draw(t, "attemptSkew")
+			w.apply(t, Event{Type: EvDeductionRegistered, At: w.advance(t), By: ByPayScore, Deduction: max(attempt, 1), OutTradeNo: "T"})
 		},
 		"debitFailed": func(t *rapid.T) {
-			attempt := w.s.Payment.Attempts + rapid.IntRange(-1, 1).Draw(t, "attemptSkew")
-			w.apply(t, Event{Type: EvDebitFailed, At: w.advance(t), By: ByPayScore, Attempt: max(attempt, 1), Reason: "balance"})
+			attempt := w.s.Payment.Deductions + rapid.IntRange(-1, 1).Draw(t, "attemptSkew")
+			w.apply(t, Event{Type: EvDebitFailed, At: w.advance(t), By: ByPayScore, Deduction: max(attempt, 1), Reason: "balance"})
 		},
 		"paid": func(t *rapid.T) {
 			w.apply(t, Event{Type: EvPaid, At: w.advance(t), By: anySource(t, ByPayScore), AmountFen: w.s.AmountFen, HfSeqID: "HF", ReqDate: "20261126"})
@@ -274,8 +284,12 @@ func (w *world) actions() map[string]func(*rapid.T) {
 			w.apply(t, Event{Type: EvDeductNow, At: w.advance(t), By: Operator("ops")})
 		},
 		"refund": func(t *rapid.T) {
-			id := fmt.Sprintf("r%d", rapid.IntRange(1, 3).Draw(t, "refundID"))
-			w.apply(t, Event{Type: EvRefund, At: w.advance(t), By: Operator("ops"), RefundID: id,
+			// Keys repeat (a retried request); "" is a request without one.
+			key := fmt.Sprintf("k%d", rapid.IntRange(0, 3).Draw(t, "refundKey"))
+			if key == "k0" {
+				key = ""
+			}
+			w.apply(t, Event{Type: EvRefund, At: w.advance(t), By: Operator("ops"), Key: key,
 				AmountFen: money.Fen(rapid.Int64Range(1, max(int64(w.s.AmountFen), 1)).Draw(t, "refundAmount")), Reason: "r"})
 		},
 		"refundOutcome": func(t *rapid.T) {
@@ -330,7 +344,7 @@ func (w *world) actions() map[string]func(*rapid.T) {
 }
 
 // TestInvariants runs random event sequences and checks the invariants of
-// service.md §1 after every step.
+// docs/service.md §1 after every step.
 func TestInvariants(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		w := newWorld(t)

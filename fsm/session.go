@@ -7,10 +7,10 @@ import (
 	"github.com/chargeflow/chargeflow/money"
 )
 
-// State is a session state; the names are part of the contract (service.md §1).
+// State is a session state; the names are part of the contract (docs/service.md §1).
 type State string
 
-// The states of service.md §1.
+// The states of docs/service.md §1.
 const (
 	Created       State = "created"
 	UserConfirmed State = "user_confirmed"
@@ -43,7 +43,7 @@ func (s State) Active() bool {
 // Flag marks something an operator should look at; a flag is never a state.
 type Flag string
 
-// The flags of service.md §1.
+// The flags of docs/service.md §1.
 const (
 	FlagChargerOffline   Flag = "charger_offline"
 	FlagClockSkew        Flag = "clock_skew"
@@ -75,7 +75,7 @@ const (
 const ReasonReboot = "reboot"
 
 // Source says who caused an event: "app", "operator:<name>", "charger",
-// "payscore" or "timer" (service.md §1, history `by`).
+// "payscore" or "timer" (docs/service.md §1, history `by`).
 type Source string
 
 // The fixed sources; operators are Operator(name).
@@ -92,7 +92,7 @@ func Operator(name string) Source { return Source("operator:" + name) }
 // IsOperator reports whether src is an operator.
 func (src Source) IsOperator() bool { return len(src) > 9 && src[:9] == "operator:" }
 
-// HistoryEntry is one transition in a session's history (service.md §1).
+// HistoryEntry is one transition in a session's history (docs/service.md §1).
 type HistoryEntry struct {
 	At    time.Time `json:"at"`
 	From  State     `json:"from"`
@@ -115,9 +115,11 @@ type Timer struct {
 
 // Payment is the money side of a session after completion.
 type Payment struct {
-	// Attempts counts deduction attempts started (registrations asked for).
-	Attempts int `json:"attempts"`
-	// Failures counts attempts that failed.
+	// Deductions counts the deductions started (registrations asked for):
+	// the number of the current or last one. Each deduction is a
+	// registration then one debit (docs/payscore.md §6).
+	Deductions int `json:"attempts"`
+	// Failures counts deductions that failed.
 	Failures int `json:"failures"`
 	// Registered is true while a deduction registration is live (registered
 	// and not yet known failed or paid): at most one at a time (invariant 5).
@@ -126,9 +128,9 @@ type Payment struct {
 	OutTradeNo string `json:"out_trade_no,omitempty"`
 	// RegisterSeqID is the registration's hf_seq_id (deduct_hf_seq_id).
 	RegisterSeqID string `json:"register_seq_id,omitempty"`
-	// DebitAttempt is the attempt whose payscorepay was asked for; each
+	// Debited is the deduction whose payscorepay was asked for; each
 	// registration is debited at most once (invariant 5).
-	DebitAttempt int `json:"debit_attempt,omitempty"`
+	Debited int `json:"debit_attempt,omitempty"`
 	// Debit identifiers kept for refunds: the payscorepay call's req_date and
 	// hf_seq_id, or for the user's own payment the notification's
 	// trans_req_date and trans_hf_seq_id.
@@ -139,9 +141,17 @@ type Payment struct {
 	LastFail string    `json:"last_failure,omitempty"`
 }
 
-// Refund is one refund asked for on a paid session.
+// Refund is one refund asked for on a paid session. The machine gives it
+// its ID and number when it accepts the request, from the record it applies
+// to: the store's compare-and-set on the version then settles a race (the
+// loser re-applies to the new record and gets the next number, or a
+// refusal), so two refunds never share a number, hence a req_seq_id.
 type Refund struct {
-	ID        string    `json:"id"`
+	ID string `json:"id"`
+	// No numbers the refund among the session's refunds (1, 2, …): its
+	// req_seq_id. Records written before it was kept have 0; their number
+	// is their position (see RefundNo).
+	No        int       `json:"no,omitempty"`
 	AmountFen money.Fen `json:"amount_fen"`
 	Reason    string    `json:"reason"`
 	By        Source    `json:"by"`
@@ -193,9 +203,15 @@ type Session struct {
 	// Charger commands.
 	StartCmdID  string    `json:"start_cmd_id,omitempty"`
 	StartSentAt time.Time `json:"start_sent_at,omitzero"`
-	StopCount   int       `json:"stop_count,omitempty"`
-	StopSentAt  time.Time `json:"stop_sent_at,omitzero"`
-	StopBy      Source    `json:"stop_by,omitempty"`
+	// StartAnsweredAt is when the charger acknowledged the start (accepted;
+	// a rejection cancels the session). Zero: not answered yet.
+	StartAnsweredAt time.Time `json:"start_answered_at,omitzero"`
+	StopCount       int       `json:"stop_count,omitempty"`
+	// StopsAnswered is the number of the latest stop the charger has
+	// acknowledged (stops are numbered 1…StopCount).
+	StopsAnswered int       `json:"stops_answered,omitempty"`
+	StopSentAt    time.Time `json:"stop_sent_at,omitzero"`
+	StopBy        Source    `json:"stop_by,omitempty"`
 
 	// Metering. Registers are the charger's meter register in Wh.
 	StartedAt    time.Time   `json:"started_at,omitzero"`
@@ -256,8 +272,19 @@ func (s *Session) TimerByKind(k TimerKind) (Timer, bool) {
 	return Timer{}, false
 }
 
-// RefundedFen is the total of succeeded and pending refunds.
-func (s *Session) RefundedFen() money.Fen {
+// TimerByID returns the armed timer id, if any.
+func (s *Session) TimerByID(id string) (Timer, bool) {
+	for _, t := range s.Timers {
+		if t.ID == id {
+			return t, true
+		}
+	}
+	return Timer{}, false
+}
+
+// RefundsCommittedFen is what is promised back to the user: the refunds
+// that succeeded or are still pending (not the failed ones).
+func (s *Session) RefundsCommittedFen() money.Fen {
 	var sum money.Fen
 	for _, r := range s.Refunds {
 		if r.Status != RefundFailed {
@@ -265,6 +292,47 @@ func (s *Session) RefundedFen() money.Fen {
 		}
 	}
 	return sum
+}
+
+// RefundsSucceededFen is what Huifu has refunded.
+func (s *Session) RefundsSucceededFen() money.Fen {
+	var sum money.Fen
+	for _, r := range s.Refunds {
+		if r.Status == RefundSucceeded {
+			sum += r.AmountFen
+		}
+	}
+	return sum
+}
+
+// RefundableFen is what may still be refunded: paid, less what is committed.
+func (s *Session) RefundableFen() money.Fen { return s.Payment.PaidFen - s.RefundsCommittedFen() }
+
+// RefundByID returns refund id with its number (No, or its position for
+// records written before No was kept).
+func (s *Session) RefundByID(id string) (Refund, bool) {
+	for i, r := range s.Refunds {
+		if r.ID == id {
+			if r.No == 0 {
+				r.No = i + 1
+			}
+			return r, true
+		}
+	}
+	return Refund{}, false
+}
+
+// RefundByKey returns the refund asked for with Idempotency-Key key.
+func (s *Session) RefundByKey(key string) (Refund, bool) {
+	if key == "" {
+		return Refund{}, false
+	}
+	for _, r := range s.Refunds {
+		if r.Key == key {
+			return s.RefundByID(r.ID)
+		}
+	}
+	return Refund{}, false
 }
 
 // Clone returns a deep copy (slices are not shared), so a machine step never

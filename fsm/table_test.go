@@ -6,6 +6,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	lfsm "github.com/looplab/fsm"
 )
 
 // Outcomes of one (state, event) pair.
@@ -33,6 +35,8 @@ func canonicalEvent(s Session, typ EventType, at time.Time) Event {
 	case EvStartAccepted, EvStartRejected:
 		e.CmdID = s.StartCmdID
 		e.Reason = "busy"
+	case EvStopAccepted, EvStopRejected:
+		e.CmdID = StopCmdID(s.ID, s.StopCount)
 	case EvStarted:
 		e.ChargerTime, e.MeterWh = at, 1000
 	case EvEnded:
@@ -42,15 +46,15 @@ func canonicalEvent(s Session, typ EventType, at time.Time) Event {
 	case EvOrderClosed:
 		e.OrderState = "REVOKED"
 	case EvDeductionRegistered:
-		e.Attempt, e.OutTradeNo = max(s.Payment.Attempts, 1), "T9"
+		e.Deduction, e.OutTradeNo = max(s.Payment.Deductions, 1), "T9"
 	case EvDebitFailed:
-		e.Attempt, e.Reason = max(s.Payment.Attempts, 1), "insufficient balance"
+		e.Deduction, e.Reason = max(s.Payment.Deductions, 1), "insufficient balance"
 	case EvDebitSent:
-		e.Attempt, e.HfSeqID, e.ReqDate = max(s.Payment.Attempts, 1), "HF9", "20261126"
+		e.Deduction, e.HfSeqID, e.ReqDate = max(s.Payment.Deductions, 1), "HF9", "20261126"
 	case EvPaid:
 		e.AmountFen = s.AmountFen
 	case EvRefund:
-		e.RefundID, e.AmountFen, e.Reason = "r2", 1, "goodwill"
+		e.Key, e.AmountFen, e.Reason = "k2", 1, "goodwill"
 	case EvRefundSucceeded, EvRefundFailed:
 		e.RefundID = "r1"
 	case EvTimer:
@@ -68,7 +72,9 @@ func canonicalEvent(s Session, typ EventType, at time.Time) Event {
 var expected = map[EventType]map[State]string{
 	EvConfirm: {Created: "user_confirmed", UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
 		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
-	EvStartAccepted: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
+	// The charger's answer to the start is recorded (an unanswered start is
+	// sent again, docs/protocol.md).
+	EvStartAccepted: {Created: ignored, UserConfirmed: data, Charging: ignored, Stopping: ignored,
 		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
 	EvStartRejected: {Created: ignored, UserConfirmed: "cancelled", Charging: ignored, Stopping: ignored,
 		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
@@ -80,6 +86,11 @@ var expected = map[EventType]map[State]string{
 		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
 	EvStop: {Created: refused, UserConfirmed: refused, Charging: "stopping", Stopping: ignored,
 		Completed: refused, Deducting: refused, Paid: refused, Cancelled: refused, Refunded: refused},
+	// The representative sessions past charging have had one stop sent.
+	EvStopAccepted: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: data,
+		Completed: data, Deducting: data, Paid: data, Cancelled: ignored, Refunded: data},
+	EvStopRejected: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: data,
+		Completed: data, Deducting: data, Paid: data, Cancelled: ignored, Refunded: data},
 	EvCancel: {Created: "cancelled", UserConfirmed: "cancelled", Charging: refused, Stopping: refused,
 		Completed: refused, Deducting: refused, Paid: refused, Cancelled: ignored, Refunded: refused},
 	// The representative charging session has delivered nothing yet, so an
@@ -167,7 +178,7 @@ func TestEveryStateEventPair(t *testing.T) {
 				if !r.Transitioned() || r.History[len(r.History)-1].To != State(want) || r.History[0].From != st {
 					t.Fatalf("history %+v does not record %s→%s", r.History, st, want)
 				}
-				isRow := slices.ContainsFunc(Table, func(row Transition) bool { return row.Name == string(r.History[0].Event) })
+				isRow := slices.ContainsFunc(DefaultTable().Rows, func(row Row) bool { return row.Name == string(r.History[0].Event) })
 				if !isRow || r.History[0].By != e.By || !r.History[0].At.Equal(e.At) {
 					t.Fatalf("history entry %+v does not name event/source/time", r.History[0])
 				}
@@ -176,31 +187,108 @@ func TestEveryStateEventPair(t *testing.T) {
 	}
 }
 
-// TestTableMatchesLooplab checks that every row of Table is reachable through
-// looplab and that looplab refuses what Table does not list.
+// TestTableMatchesLooplab checks that looplab allows every row from exactly
+// its sources, and that every state but created is entered by some row.
 func TestTableMatchesLooplab(t *testing.T) {
-	names := map[string]bool{}
-	for _, row := range Table {
-		names[row.Name] = true
-		for _, src := range row.Src {
-			dst, err := fire(src, row.Name)
-			if err != nil || dst != row.Dst {
-				t.Errorf("%s from %s: got %s, %v; want %s", row.Name, src, dst, err, row.Dst)
-			}
-		}
+	table := DefaultTable()
+	if err := table.validate(); err != nil {
+		t.Fatal(err)
 	}
-	for name := range names {
+	f := lfsm.NewFSM(string(Created), eventDescs(table), nil)
+	for _, row := range table.Rows {
 		for _, st := range States {
-			listed := slices.ContainsFunc(Table, func(r Transition) bool { return r.Name == name && slices.Contains(r.Src, st) })
-			if _, err := fire(st, name); (err == nil) != listed {
-				t.Errorf("%s from %s: looplab err=%v, table lists it: %v", name, st, err, listed)
+			f.SetState(string(st))
+			if got, want := f.Can(row.key()), slices.Contains(row.Src, st); got != want {
+				t.Errorf("%s from %s: looplab allows it %v, the row lists it %v", row.key(), st, got, want)
 			}
 		}
 	}
 	for _, st := range States {
-		if !slices.ContainsFunc(Table, func(r Transition) bool { return r.Dst == st }) && st != Created {
+		if !slices.ContainsFunc(table.Rows, func(r Row) bool { return r.Dst == st }) && st != Created {
 			t.Errorf("state %s is never entered", st)
 		}
+	}
+	for _, typ := range EventTypes {
+		if !slices.ContainsFunc(table.Events, func(r EventRule) bool { return r.On == typ }) {
+			t.Errorf("event %s has no rule", typ)
+		}
+	}
+}
+
+// TestTheTableDecides edits the table and watches the machine follow: a
+// source added to a row, a row removed, a row's guard replaced.
+func TestTheTableDecides(t *testing.T) {
+	machine := func(tb Table) *Machine {
+		m, err := NewWithTable(DefaultConfig(), tb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	// Stop is refused before charging ...
+	b := sessionIn(t, UserConfirmed)
+	stop := Event{Type: EvStop, At: b.tick(time.Second), By: ByApp}
+	if _, err := b.m.Apply(b.s, stop); !isRefused(err) {
+		t.Fatalf("stop in user_confirmed: %v", err)
+	}
+	// ... until the stop row lists user_confirmed among its sources.
+	edited := DefaultTable()
+	row := edited.Row(EvStop, "stop")
+	row.Src = append(row.Src, UserConfirmed)
+	r, err := machine(edited).Apply(b.s, stop)
+	if err != nil || r.Session.State != Stopping || !hasEffect(r.Effects, EffSendStop) || r.History[0].Event != "stop" {
+		t.Fatalf("stop with user_confirmed added: %v, %s %v", err, r.Session.State, effectKinds(r.Effects))
+	}
+
+	// Without the cancel row a cancel falls to the event's rule: refused.
+	b = sessionIn(t, Created)
+	cancel := Event{Type: EvCancel, At: b.tick(time.Second), By: ByApp}
+	if r, err := b.m.Apply(b.s, cancel); err != nil || r.Session.State != Cancelled {
+		t.Fatalf("cancel: %v %s", err, r.Session.State)
+	}
+	if _, err := machine(DefaultTable().Without(EvCancel, "cancel")).Apply(b.s, cancel); !isRefused(err) {
+		t.Fatalf("cancel without its row: %v", err)
+	}
+
+	// Without the no_energy row of `ended`, an end with nothing delivered
+	// is no longer cancelled: the event's rule ignores it.
+	b = sessionIn(t, Charging)
+	ended := Event{Type: EvEnded, At: b.tick(time.Second), By: ByCharger, MeterWh: 1000}
+	if r, err := machine(DefaultTable().Without(EvEnded, "no_energy")).Apply(b.s, ended); err != nil || r.Changed {
+		t.Fatalf("ended without its no_energy row: %v changed=%v %s", err, r.Changed, r.Session.State)
+	}
+
+	// A guard picks between rows: make every end billable and the same
+	// nothing-delivered end goes to stopping instead of cancelled.
+	edited = DefaultTable()
+	edited.Row(EvEnded, "ended").When = Guard{Doc: "always"}
+	if r, err := machine(edited).Apply(b.s, ended); err != nil || r.Session.State != Stopping {
+		t.Fatalf("ended with an always guard: %v %s", err, r.Session.State)
+	}
+
+	// An event's rule decides what happens when no row applies: make a
+	// stop while stopping refused instead of ignored.
+	b = sessionIn(t, Stopping)
+	stop = Event{Type: EvStop, At: b.tick(time.Second), By: ByApp}
+	if r, err := b.m.Apply(b.s, stop); err != nil || r.Changed || r.Ignored != "already stopping" {
+		t.Fatalf("stop while stopping: %v %+v", err, r)
+	}
+	edited = DefaultTable()
+	for i := range edited.Events {
+		if edited.Events[i].On == EvStop {
+			edited.Events[i].Otherwise[0].Refuse = true
+		}
+	}
+	if _, err := machine(edited).Apply(b.s, stop); !isRefused(err) {
+		t.Fatalf("stop while stopping, refused by the rule: %v", err)
+	}
+
+	// The machine's own table was not touched by any of this.
+	if _, err := b.m.Apply(b.s, stop); err != nil {
+		t.Fatalf("the default machine changed: %v", err)
+	}
+	if _, err := NewWithTable(DefaultConfig(), Table{Rows: []Row{{On: EvStop, Name: "stop", Src: []State{"nowhere"}, Dst: Stopping}}}); err == nil {
+		t.Fatal("a row from an unknown state was accepted")
 	}
 }
 

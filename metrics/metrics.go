@@ -103,12 +103,18 @@ func New() *Metrics {
 	return m
 }
 
+// tableRows are the machine's rows, for naming transitions.
+var tableRows = fsm.DefaultTable().Rows
+
 // preset creates the series a dashboard divides or rates by, at zero, so
 // that they exist before the first event (a missing series is not a zero
 // in PromQL).
 func (m *Metrics) preset() {
 	m.transitions.WithLabelValues("none", string(fsm.Created), string(fsm.EvCreate))
-	for _, row := range fsm.Table {
+	for _, row := range tableRows {
+		if row.Dst == fsm.Stay {
+			continue
+		}
 		for _, from := range row.Src {
 			m.transitions.WithLabelValues(string(from), string(row.Dst), row.Name)
 		}
@@ -187,7 +193,7 @@ func eventLabel(e fsm.EventType) string {
 	if e == fsm.EvCreate || slices.Contains(fsm.EventTypes, e) {
 		return string(e)
 	}
-	for _, row := range fsm.Table {
+	for _, row := range tableRows {
 		if row.Name == string(e) {
 			return string(e)
 		}

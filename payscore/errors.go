@@ -92,6 +92,49 @@ func asError(err error) (*Error, bool) {
 	return e, ok
 }
 
+// Class is what a failed call means for the caller: the one classification
+// every retry decision of the engine starts from.
+type Class int
+
+// The classes, from the contract of Error's flags.
+const (
+	// Final: a definite refusal; the operation did not happen and sending
+	// it again unchanged will not help. So is every error that is not an
+	// *Error (the request was invalid and never sent).
+	Final Class = iota
+	// Retryable: transient, and the operation did not happen: the same
+	// request (same req_seq_id and req_date) may be sent again later.
+	Retryable
+	// Uncertain: Huifu may have performed it. Settle by a query before
+	// deciding anything; never re-issue it under a new req_seq_id first.
+	Uncertain
+)
+
+func (c Class) String() string {
+	switch c {
+	case Retryable:
+		return "retryable"
+	case Uncertain:
+		return "uncertain"
+	}
+	return "final"
+}
+
+// Classify says what err, returned by a Client method, means. Too frequent
+// requests are Retryable whether or not the client retried them itself.
+func Classify(err error) Class {
+	e, ok := asError(err)
+	switch {
+	case !ok:
+		return Final
+	case e.Uncertain:
+		return Uncertain
+	case e.Retryable || IsFrequencyLimited(err):
+		return Retryable
+	}
+	return Final
+}
+
 // IsRetryable reports whether err is transient: the same request (same
 // req_seq_id and req_date, same fields) may be sent again later. Check
 // IsUncertain first: an uncertain error may also be retryable.

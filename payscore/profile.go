@@ -119,7 +119,7 @@ const (
 
 // Beijing is the fixed UTC+8 zone of every date on the wire. A fixed zone,
 // never time.Local: the host's zone must not change what is sent.
-var Beijing = time.FixedZone("CST", 8*3600)
+var Beijing = money.Beijing
 
 // FormatDate formats t as req_date (yyyyMMdd, Beijing time).
 func FormatDate(t time.Time) string { return t.In(Beijing).Format(layoutDate) }

@@ -16,30 +16,14 @@ import (
 	"github.com/chargeflow/chargeflow/money"
 	"github.com/chargeflow/chargeflow/payscore"
 	"github.com/chargeflow/chargeflow/store"
+	"github.com/oklog/ulid/v2"
 )
 
-// NewID returns a new session id: 26 lowercase base-32 characters, time
-// ordered (48-bit milliseconds) then 80 random bits. Alphanumeric, so it can
-// be embedded in Huifu's req_seq_id as is.
+// NewID returns a new session id: a ULID (48-bit milliseconds, then 80
+// random bits) in lower case, 26 characters, time ordered. Alphanumeric, so
+// it can be embedded in Huifu's req_seq_id as is.
 func NewID(now time.Time) string {
-	const alphabet = "0123456789abcdefghjkmnpqrstvwxyz"
-	var b [16]byte
-	ms := uint64(now.UnixMilli())
-	for i := 5; i >= 0; i-- {
-		b[i] = byte(ms)
-		ms >>= 8
-	}
-	_, _ = rand.Read(b[6:])
-	// 128 bits → 26 base-32 digits.
-	var out [26]byte
-	hi := uint64(b[0])<<56 | uint64(b[1])<<48 | uint64(b[2])<<40 | uint64(b[3])<<32 | uint64(b[4])<<24 | uint64(b[5])<<16 | uint64(b[6])<<8 | uint64(b[7])
-	lo := uint64(b[8])<<56 | uint64(b[9])<<48 | uint64(b[10])<<40 | uint64(b[11])<<32 | uint64(b[12])<<24 | uint64(b[13])<<16 | uint64(b[14])<<8 | uint64(b[15])
-	for i := 25; i >= 0; i-- {
-		out[i] = alphabet[lo&31]
-		lo = lo>>5 | hi<<59
-		hi >>= 5
-	}
-	return string(out[:])
+	return strings.ToLower(ulid.MustNew(ulid.Timestamp(now), rand.Reader).String())
 }
 
 // CreateRequest is what the app asks for (POST /v1/sessions).
@@ -140,7 +124,7 @@ func (e *Engine) Create(ctx context.Context, id string, req CreateRequest) (fsm.
 		order, err = &payscore.CreateOrderResponse{OutOrderNo: o.OutOrderNo, State: o.State}, nil
 	}
 	if err != nil {
-		if payscore.IsUncertain(err) || payscore.IsRetryable(err) {
+		if Classify(err) != ClassFinal {
 			e.log.Warn("create order uncertain", "session", id, "charger", req.ChargerID, "err", err)
 			return fsm.Session{}, Errorf(CodeUnavailable, "the payment service did not answer, try again with the same Idempotency-Key")
 		}
@@ -239,10 +223,13 @@ func (e *Engine) DeductNow(ctx context.Context, id, operator string) (fsm.Sessio
 	return e.act(ctx, id, fsm.Event{Type: fsm.EvDeductNow, By: fsm.Operator(operator)})
 }
 
-// Refund refunds amount of a paid session (an operator). A non-empty key
-// (the request's Idempotency-Key) makes a repeated request a no-op: the
-// refund already asked for with that key stands.
-func (e *Engine) Refund(ctx context.Context, id, operator string, amount money.Fen, reason, key string) (fsm.Session, error) {
+// Refund refunds amount of a paid session (an operator) and returns the
+// session with the refund it asked for. The machine gives the refund its id
+// and number from the record it applies to, so concurrent refunds are each
+// carried out or refused (a *fsm.RefusedError: not paid, or more than is
+// left to refund). A non-empty key (the request's Idempotency-Key) makes a
+// repeated request a no-op that returns the refund first asked for with it.
+func (e *Engine) Refund(ctx context.Context, id, operator string, amount money.Fen, reason, key string) (fsm.Session, fsm.Refund, error) {
 	f := map[string]string{}
 	if amount <= 0 {
 		f["amount_fen"] = "must be a positive amount in fen"
@@ -251,22 +238,22 @@ func (e *Engine) Refund(ctx context.Context, id, operator string, amount money.F
 		f["reason"] = "required"
 	}
 	if len(f) > 0 {
-		return fsm.Session{}, Invalid(f)
+		return fsm.Session{}, fsm.Refund{}, Invalid(f)
 	}
-	s, err := e.store.GetSession(ctx, id)
+	ev := fsm.Event{Type: fsm.EvRefund, At: e.now(), By: fsm.Operator(operator), AmountFen: amount, Reason: reason, Key: key}
+	r, err := e.Apply(ctx, id, ev)
 	if err != nil {
-		return fsm.Session{}, err
+		return fsm.Session{}, fsm.Refund{}, err
 	}
-	if key != "" {
-		for _, r := range s.Refunds {
-			if r.Key == key {
-				return s, nil
-			}
-		}
+	s := r.Session
+	if rf, ok := s.RefundByKey(key); ok {
+		return s, rf, nil
 	}
-	// Two requests racing compute the same id; the machine keeps the first.
-	refundID := fmt.Sprintf("r%d", len(s.Refunds)+1)
-	return e.act(ctx, id, fsm.Event{Type: fsm.EvRefund, By: fsm.Operator(operator), RefundID: refundID, AmountFen: amount, Reason: reason, Key: key})
+	if r.Changed && len(s.Refunds) > 0 {
+		rf, _ := s.RefundByID(s.Refunds[len(s.Refunds)-1].ID)
+		return s, rf, nil
+	}
+	return fsm.Session{}, fsm.Refund{}, fmt.Errorf("refund of %s: the machine neither asked for a refund nor refused (%s)", id, r.Ignored)
 }
 
 // ChargerRequest registers or updates a charger (PUT /v1/chargers/{id}).

@@ -67,11 +67,9 @@ type Config struct {
 	// IdleWait is how long a worker sleeps when nothing is due (default
 	// 200 ms); a commit wakes the workers at once.
 	IdleWait time.Duration
-	// EffectRetry is the back-off of a failed effect: doubled per attempt
-	// from the first value up to the second (default 1 s … 5 min).
+	// EffectRetry is the back-off of a failed effect: doubled per try from
+	// the first value up to the second (default 1 s … 5 min).
 	EffectRetryMin, EffectRetryMax time.Duration
-	// EndTimeMargin keeps end_time this far before the complete call.
-	EndTimeMargin time.Duration
 	// ServiceIntroduction is shown to the user in WeChat (≤ 20 chars).
 	ServiceIntroduction string
 	// GoodsDesc describes the debit.
@@ -82,6 +80,11 @@ type Config struct {
 	MaxAmountFen int64
 	// TxnDedupTTL keeps processed charger event ids (default 7 days).
 	TxnDedupTTL time.Duration
+	// IdempotencyTTL is how long an Idempotency-Key of a creation is
+	// remembered (default DefaultIdempotencyTTL).
+	IdempotencyTTL time.Duration
+	// InFlightTimeout: see DefaultInFlightTimeout.
+	InFlightTimeout time.Duration
 }
 
 func (c *Config) defaults() {
@@ -100,9 +103,6 @@ func (c *Config) defaults() {
 	if c.EffectRetryMax <= 0 {
 		c.EffectRetryMax = 5 * time.Minute
 	}
-	if c.EndTimeMargin <= 0 {
-		c.EndTimeMargin = time.Second
-	}
 	if c.ServiceIntroduction == "" {
 		c.ServiceIntroduction = "电动汽车充电"
 	}
@@ -117,6 +117,12 @@ func (c *Config) defaults() {
 	}
 	if c.TxnDedupTTL <= 0 {
 		c.TxnDedupTTL = 7 * 24 * time.Hour
+	}
+	if c.IdempotencyTTL <= 0 {
+		c.IdempotencyTTL = DefaultIdempotencyTTL
+	}
+	if c.InFlightTimeout <= 0 {
+		c.InFlightTimeout = DefaultInFlightTimeout
 	}
 	if c.InstanceID == "" {
 		c.InstanceID = "chargeflow"
@@ -161,12 +167,6 @@ func New(cfg Config, st store.Store, pay PayScore, cmd Commander, log *slog.Logg
 	return &Engine{cfg: cfg, machine: m, store: st, pay: pay, cmd: cmd, log: log, obs: obs, now: now,
 		kick: make(chan struct{}, 1), acks: make(chan txnAck, 4096), heard: map[string]time.Time{}}, nil
 }
-
-// Store returns the engine's store (for read-only views in the api package).
-func (e *Engine) Store() store.Store { return e.store }
-
-// Machine returns the engine's session machine.
-func (e *Engine) Machine() *fsm.Machine { return e.machine }
 
 // maxConflicts bounds the reload-and-reapply loop on version conflicts.
 const maxConflicts = 50
@@ -379,7 +379,9 @@ func (e *Engine) RunOnce(ctx context.Context, owner string, max int) (int, error
 	return len(tasks), nil
 }
 
-// errRetry marks an effect that could not be done now and must be retried.
+// errRetry marks an error Classify calls retryable: an effect that could
+// not be done now and must be tried again (a broker that did not take a
+// command, a refund still processing).
 type errRetry struct{ err error }
 
 func (e errRetry) Error() string { return e.err.Error() }
@@ -400,9 +402,11 @@ func (e *Engine) performTask(ctx context.Context, t store.Task) {
 	pctx, cancel := context.WithTimeout(ctx, e.cfg.Lease*2/3)
 	defer cancel()
 	outcome, err := e.perform(pctx, t.Effect)
+	// t.Attempts counts the entry's failed tries so far (the outbox's
+	// retries, not a deduction or refund number).
+	tries := t.Attempts
 	log := e.log.With("session", t.SessionID, "charger", t.Effect.ChargerID, "out_order_no", t.Effect.OutOrderNo,
-		"effect", t.Effect.Kind, "task", t.ID, "attempt", t.Attempts+1)
-	var r errRetry
+		"effect", t.Effect.Kind, "task", t.ID, "try", tries+1)
 	var d errDefer
 	switch {
 	case errors.As(err, &d):
@@ -410,9 +414,11 @@ func (e *Engine) performTask(ctx context.Context, t store.Task) {
 			log.Warn("defer effect", "err", rerr)
 		}
 		return
-	case errors.As(err, &r) || (err != nil && ctx.Err() == nil && isTransient(err)):
-		backoff := e.retryBackoff(t.Attempts)
-		log.Warn("effect failed, will retry", "err", err, "in", backoff)
+	case err != nil && ctx.Err() != nil:
+		return // shutting down: the lease brings it back
+	case err != nil && Classify(err) != ClassFinal:
+		backoff := e.retryBackoff(tries)
+		log.Warn("effect failed, will retry", "err", err, "class", Classify(err), "in", backoff)
 		if e.obs != nil {
 			e.obs.Effect(t.Effect.Kind, "retried")
 		}
@@ -420,8 +426,6 @@ func (e *Engine) performTask(ctx context.Context, t store.Task) {
 			log.Warn("reschedule effect", "err", rerr)
 		}
 		return
-	case err != nil && ctx.Err() != nil:
-		return // shutting down: the lease brings it back
 	case err != nil:
 		log.Error("effect failed for good", "err", err)
 		e.anomaly(ctx, store.Anomaly{SessionID: t.SessionID, ChargerID: t.Effect.ChargerID,
@@ -436,14 +440,11 @@ func (e *Engine) performTask(ctx context.Context, t store.Task) {
 	}
 }
 
-// isTransient: errors that say nothing about the effect itself.
-func isTransient(err error) bool {
-	return store.IsRetryable(err) || errors.Is(err, store.ErrVersionConflict) || errors.Is(err, context.DeadlineExceeded)
-}
-
-func (e *Engine) retryBackoff(attempts int) time.Duration {
+// retryBackoff is the wait before the next try of an entry that failed
+// `tries` times: doubled per try from EffectRetryMin up to EffectRetryMax.
+func (e *Engine) retryBackoff(tries int) time.Duration {
 	d := e.cfg.EffectRetryMin
-	for i := 0; i < attempts && d < e.cfg.EffectRetryMax; i++ {
+	for i := 0; i < tries && d < e.cfg.EffectRetryMax; i++ {
 		d *= 2
 	}
 	d = min(d, e.cfg.EffectRetryMax)

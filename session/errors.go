@@ -1,15 +1,17 @@
 package session
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
 	"github.com/chargeflow/chargeflow/fsm"
+	"github.com/chargeflow/chargeflow/payscore"
 	"github.com/chargeflow/chargeflow/store"
 )
 
 // Error codes: one vocabulary for the whole service, mapped to HTTP by the
-// api package and named in its problem documents (service.md §3).
+// api package and named in its problem documents (docs/service.md §3).
 const (
 	CodeInvalid        = "invalid"
 	CodeNotFound       = "not_found"
@@ -88,4 +90,59 @@ func ErrorMessage(err error) string {
 		return "the request is not valid"
 	}
 	return "internal error"
+}
+
+// ErrorClass is what a failed effect means to the outbox.
+type ErrorClass int
+
+// The classes of Classify.
+const (
+	// ClassFinal: the operation did not happen and will not: record the
+	// failure (an anomaly, or the event that says so) and do not try again.
+	ClassFinal ErrorClass = iota
+	// ClassRetryable: transient, nothing happened: perform the same effect
+	// again later (same command id, same req_seq_id).
+	ClassRetryable
+	// ClassUncertain: it may have happened: settle by a query before
+	// anything else, then perform the same effect again.
+	ClassUncertain
+)
+
+func (c ErrorClass) String() string {
+	switch c {
+	case ClassRetryable:
+		return "retryable"
+	case ClassUncertain:
+		return "uncertain"
+	}
+	return "final"
+}
+
+// Classify is the engine's one classifier of errors; every outbox worker
+// and the creation use it. An error the engine marked retryable is so
+// whatever it wraps (a complete that Pay Score refused is still owed: it is
+// tried again); Pay Score errors are classified by
+// payscore.Classify; an unavailable store and a version conflict (the
+// record moved on: reload and re-apply) are retryable; a
+// context deadline is uncertain (we stopped waiting, not the operation);
+// everything else is final. err must not be nil.
+func Classify(err error) ErrorClass {
+	var pe *payscore.Error
+	switch {
+	case errors.As(err, new(errRetry)):
+		return ClassRetryable
+	case errors.As(err, &pe):
+		switch payscore.Classify(pe) {
+		case payscore.Uncertain:
+			return ClassUncertain
+		case payscore.Retryable:
+			return ClassRetryable
+		}
+		return ClassFinal
+	case store.IsRetryable(err), errors.Is(err, store.ErrVersionConflict):
+		return ClassRetryable
+	case errors.Is(err, context.DeadlineExceeded):
+		return ClassUncertain
+	}
+	return ClassFinal
 }

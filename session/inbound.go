@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/chargeflow/chargeflow/charger"
@@ -66,12 +65,19 @@ func (e *Engine) HandleCharger(ctx context.Context, in charger.Inbound) error {
 	case charger.TxnMsg:
 		return e.txn(ctx, c, in, m)
 	case charger.AckMsg:
-		id, ok := strings.CutSuffix(m.CmdID, "-start")
+		// The session records the answer: an unanswered command is sent
+		// again (docs/protocol.md).
+		id, stop, ok := fsm.CommandSession(m.CmdID)
 		if !ok {
-			return nil // stop acks change nothing: the txn events do
+			return nil // not a command of ours: nothing to record
 		}
 		ev := fsm.Event{Type: fsm.EvStartAccepted, CmdID: m.CmdID, Reason: m.Reason}
-		if m.Result == charger.ResultRejected {
+		switch {
+		case stop && m.Result == charger.ResultRejected:
+			ev.Type = fsm.EvStopRejected
+		case stop:
+			ev.Type = fsm.EvStopAccepted
+		case m.Result == charger.ResultRejected:
 			ev.Type = fsm.EvStartRejected
 		}
 		return e.chargerEvent(ctx, c, in, id, ev)
@@ -209,7 +215,7 @@ func (e *Engine) heardFrom(ctx context.Context, c store.Charger, at time.Time) {
 }
 
 // HandleNotification applies a verified Huifu notification (the apply of
-// payscore.NotifyHandler). A notification is a hint (profile §5): its own
+// payscore.NotifyHandler). A notification is a hint (docs/payscore.md §5): its own
 // verified fields move the session when they are complete, otherwise the
 // order is queried. Applying the same notification twice changes nothing.
 // An error means "not applied": Huifu will send it again.
@@ -228,8 +234,9 @@ func (e *Engine) HandleNotification(ctx context.Context, n payscore.Notification
 	case payscore.KindUserConfirmed:
 		ev = fsm.Event{Type: fsm.EvConfirm, At: now, By: fsm.ByPayScore, Reason: "notification"}
 	case payscore.KindPaymentSucceeded:
-		ev = fsm.Event{Type: fsm.EvPaid, At: now, By: fsm.ByPayScore, AmountFen: n.TransAmt, HfSeqID: n.TransHfSeqID, ReqDate: n.TransReqDate,
-			ByUser: s.State == fsm.Completed || (n.TransHfSeqID != "" && s.Payment.HfSeqID != "" && n.TransHfSeqID != s.Payment.HfSeqID)}
+		// The machine decides whether the user paid it themselves, from
+		// the record it applies to.
+		ev = fsm.Event{Type: fsm.EvPaid, At: now, By: fsm.ByPayScore, AmountFen: n.TransAmt, HfSeqID: n.TransHfSeqID, ReqDate: n.TransReqDate}
 		if n.TransHfSeqID == "" || n.TransReqDate == "" {
 			// Not complete enough to refund from later: let the facts decide.
 			return e.reconcile(ctx, s.ID)

@@ -8,7 +8,7 @@ import (
 	"github.com/chargeflow/chargeflow/store"
 )
 
-// View is a session as the API shows it (service.md §3, GET /v1/sessions/{id}).
+// View is a session as the API shows it (docs/service.md §3, GET /v1/sessions/{id}).
 // It is also the `data:` of the SSE stream's `session` events.
 type View struct {
 	ID           string        `json:"id"`
@@ -51,7 +51,7 @@ type LiveView struct {
 
 // PaymentView is the money side of a session.
 type PaymentView struct {
-	Attempts    int       `json:"attempts"`
+	Attempts    int       `json:"attempts"` // deductions started (fsm.Payment.Deductions)
 	Failures    int       `json:"failures"`
 	Registered  bool      `json:"registered"`
 	OutTradeNo  string    `json:"out_trade_no,omitempty"`
@@ -99,7 +99,7 @@ func NewView(s fsm.Session, history []fsm.HistoryEntry) View {
 		Lines: s.Lines, Tariff: s.Tariff,
 		CreatedAt: timePtr(s.CreatedAt), ConfirmedAt: timePtr(s.ConfirmedAt), StartedAt: timePtr(s.StartedAt),
 		EndedAt: timePtr(s.EndedAt), EndTime: timePtr(s.EndTime), PaidAt: timePtr(s.PaidAt), UpdatedAt: timePtr(s.UpdatedAt),
-		Payment: PaymentView{Attempts: s.Payment.Attempts, Failures: s.Payment.Failures, Registered: s.Payment.Registered,
+		Payment: PaymentView{Attempts: s.Payment.Deductions, Failures: s.Payment.Failures, Registered: s.Payment.Registered,
 			OutTradeNo: s.Payment.OutTradeNo, LastFailure: s.Payment.LastFail, PaidFen: s.Payment.PaidFen,
 			ByUser: s.Payment.ByUser, HfSeqID: s.Payment.HfSeqID, ReqDate: s.Payment.ReqDate},
 		Version: s.Version, Timers: s.Timers,

@@ -38,6 +38,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/chargeflow/chargeflow/charger"
+	"github.com/chargeflow/chargeflow/money"
 )
 
 // Config configures a fleet.
@@ -223,7 +224,7 @@ func newCharger(cfg Config, s ChargerSpec) *Charger {
 // ID returns the charger id.
 func (c *Charger) ID() string { return c.id }
 
-var beijing = time.FixedZone("CST", 8*3600)
+var beijing = money.Beijing
 
 // now is the charger's own clock: the fleet clock plus its skew, in Beijing time.
 func (c *Charger) nowLocked() time.Time { return c.cfg.Now().Add(c.skew).In(beijing) }
