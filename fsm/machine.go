@@ -1,4 +1,4 @@
-// Package fsm is the session machine of service.md §1: states, events, the
+// Package fsm is the session machine of docs/service.md §1: states, events, the
 // transition table (on looplab/fsm), the guards, and the effects each
 // transition asks for, as plain data.
 //
@@ -19,7 +19,7 @@ import (
 	"github.com/chargeflow/chargeflow/money"
 )
 
-// Config holds the machine's timers and thresholds (service.md §1, §4).
+// Config holds the machine's timers and thresholds (docs/service.md §1, §4).
 type Config struct {
 	ConfirmTimeout time.Duration
 	StartTimeout   time.Duration
@@ -32,7 +32,7 @@ type Config struct {
 	// OverdueAfter failed debits flag the session payment_overdue.
 	OverdueAfter int
 	// ClockTolerance is how far a charger time may be ahead of our receive
-	// time and still be credible (charger-mqtt.md: 5 minutes).
+	// time and still be credible (docs/protocol.md §4: 5 minutes).
 	ClockTolerance time.Duration
 	// EndTimeMargin keeps end_time this far before the event that asks for
 	// complete. The default is 0: end_time is truncated to the second and
@@ -42,7 +42,7 @@ type Config struct {
 	EndTimeMargin time.Duration
 }
 
-// DefaultConfig returns the defaults of service.md §4.
+// DefaultConfig returns the defaults of docs/service.md §4.
 func DefaultConfig() Config {
 	return Config{
 		ConfirmTimeout: 5 * time.Minute,

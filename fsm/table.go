@@ -19,7 +19,7 @@ type Transition struct {
 	Dst  State
 }
 
-// Table is THE place that says which state changes exist (service.md §1:
+// Table is THE place that says which state changes exist (docs/service.md §1:
 // "exactly one place decides transitions"). Apply picks the row from the event
 // and the facts; looplab/fsm checks the row is allowed from the current state.
 var Table = []Transition{
@@ -58,7 +58,8 @@ func eventDescs() lfsm.Events {
 
 // NewLooplab builds the looplab machine of Table, starting in `initial`. It
 // registers no callbacks: the machine's work is pure code in Apply, and a
-// looplab callback could only hide I/O or deadlock (see dependencies.md).
+// looplab callback could only hide I/O, or deadlock (looplab holds its lock
+// while callbacks run, and one that calls back into the machine never returns).
 func NewLooplab(initial State) *lfsm.FSM {
 	return lfsm.NewFSM(string(initial), eventDescs(), nil)
 }

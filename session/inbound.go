@@ -209,7 +209,7 @@ func (e *Engine) heardFrom(ctx context.Context, c store.Charger, at time.Time) {
 }
 
 // HandleNotification applies a verified Huifu notification (the apply of
-// payscore.NotifyHandler). A notification is a hint (profile §5): its own
+// payscore.NotifyHandler). A notification is a hint (docs/payscore.md §5): its own
 // verified fields move the session when they are complete, otherwise the
 // order is queried. Applying the same notification twice changes nothing.
 // An error means "not applied": Huifu will send it again.
