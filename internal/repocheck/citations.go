@@ -2,7 +2,7 @@
 // tests under `make test`: that every citation in code and docs leads to a
 // document and section that exist in the repository (CheckCitations), and
 // that docs/architecture.md's package graph is the one the imports say
-// (DocumentedImports, ActualImports).
+// (DocumentedGraph, Imports, CheckGraph).
 //
 // The checks read files only; they never build or run anything.
 package repocheck
