@@ -215,7 +215,7 @@ func openAPIDocument(extra []string) obj {
 		"info": obj{
 			"title":   "chargeflow API",
 			"version": "1",
-			"description": "The HTTP API of chargeflow (service.md §3). Errors are RFC 9457 problem documents " +
+			"description": "The HTTP API of chargeflow (docs/service.md §3). Errors are RFC 9457 problem documents " +
 				"whose `type` is " + ProblemTypeBase + "<code> and whose `code` member is one of " +
 				"invalid, not_found, conflict, unauthorized, forbidden, unavailable, payment_refused, internal. " +
 				"Times are RFC 3339; money is integer fen.",

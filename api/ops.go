@@ -49,7 +49,7 @@ func (s *server) handleOpenAPI() http.HandlerFunc {
 	}
 }
 
-// handleNotify: Huifu's notifications (profile §5), through
+// handleNotify: Huifu's notifications (docs/payscore.md §5), through
 // payscore.NotifyHandler: capped body, signature verified over the raw
 // resp_data before anything is parsed (401 and nothing applied otherwise),
 // then Engine.HandleNotification (idempotent), then the exact

@@ -2,7 +2,7 @@ package charger
 
 import "strings"
 
-// The broker ACL of the spec, as pure functions over filters (both the
+// The broker ACL of docs/protocol.md §1, as pure functions over filters (both the
 // embedded broker's hook and the tests use them; deploy/mosquitto expresses
 // the same rules as pattern lines):
 //

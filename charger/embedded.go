@@ -58,7 +58,7 @@ type EmbeddedConfig struct {
 // publishes without OnPublish) reach the Handler from OnWillSent.
 //
 // Auth: username = client id = charger id, password checked against the
-// registry's hash; the ACL is the spec's (see acl.go). No allow-all hook is
+// registry's hash; the ACL is docs/protocol.md §1's (see acl.go). No allow-all hook is
 // ever installed (mochi ORs hook answers).
 type EmbeddedBroker struct {
 	cfg    EmbeddedConfig
@@ -290,7 +290,7 @@ func (h *brokerHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 	return true
 }
 
-// OnACLCheck applies the spec's ACL to topics (write) and filters (read).
+// OnACLCheck applies the ACL of docs/protocol.md §1 to topics (write) and filters (read).
 func (h *brokerHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	if cl.Net.Inline {
 		return true

@@ -37,8 +37,8 @@ type Inbound struct {
 //     link (send acks after it returns, e.g. from an outbox); ctx is done
 //     when the link closes.
 //
-// Messages may be delivered more than once (QoS 1); the spec's
-// de-duplication keys apply.
+// Messages may be delivered more than once (QoS 1); the de-duplication
+// keys of docs/protocol.md §4 apply.
 type Handler func(ctx context.Context, m Inbound) error
 
 // Link is chargeflow's connection to its chargers: it receives their
@@ -62,7 +62,7 @@ type Link interface {
 }
 
 // parseInbound splits an up topic leniently: the engine must see (and keep
-// as an anomaly) even messages on topics the spec does not define, as long
+// as an anomaly) even messages on topics docs/protocol.md does not define, as long
 // as the broker's ACL let them through.
 func (t Topics) parseInbound(topic string) (cp string, k Kind) {
 	if cp, k, ok := t.Parse(topic); ok {

@@ -43,7 +43,7 @@ type PahoConfig struct {
 
 // PahoLink is the Link over an external MQTT 3.1.1 broker.
 //
-// How it keeps the Handler contract with paho (see notes/dependencies.md):
+// How it keeps the Handler contract with paho (docs/protocol.md §5):
 // clean session false (the broker queues QoS 1 messages while we are away),
 // the default publish handler is set before Connect (queued messages arrive
 // before SUBSCRIBE), subscriptions are renewed in OnConnect, auto-ack is

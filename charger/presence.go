@@ -24,7 +24,7 @@ type PresenceChange struct {
 }
 
 // Presence tracks online/offline per charger from the retained state topic
-// and the will (spec: "Presence"), plus last-heard times. Feed it every
+// and the will (docs/protocol.md §4), plus last-heard times. Feed it every
 // Inbound (Observe); it is safe for concurrent use. Up messages other than
 // state update LastHeard only: online-ness comes from state alone.
 type Presence struct {

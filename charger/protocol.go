@@ -1,10 +1,10 @@
 // Package charger implements chargeflow's side of the charger protocol
-// (/work/shared/spec/charger-mqtt.md, "v1"): topic names, message types and
+// (docs/protocol.md, "v1"): topic names, message types and
 // their validation, the link to the MQTT broker (an external broker through
 // paho, or an embedded mochi broker with our own auth and ACL), and charger
 // presence. The simulator lives in charger/sim.
 //
-// Names in this file are contract: they are the spec's JSON keys and topics.
+// Names in this file are contract: they are the JSON keys and topics of docs/protocol.md §2.
 package charger
 
 import (
@@ -17,7 +17,7 @@ import (
 	"time"
 )
 
-// DefaultPrefix is the spec's default topic prefix.
+// DefaultPrefix is the default topic prefix (docs/protocol.md §1).
 const DefaultPrefix = "ev/v1"
 
 // MaxPayload caps what Decode accepts; anything bigger is an anomaly, not a
@@ -50,7 +50,7 @@ func (k Kind) Up() bool {
 
 var chargerIDRe = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
-// ValidChargerID reports whether id is a legal charger id: the spec's
+// ValidChargerID reports whether id is a legal charger id: docs/protocol.md §1's
 // `[A-Za-z0-9_-]{1,64}`. Because it excludes '/', '+', '#' and '$', an id can
 // be put into a topic or a filter without escaping.
 func ValidChargerID(id string) bool { return chargerIDRe.MatchString(id) }
@@ -123,7 +123,7 @@ func (t Topics) Parse(topic string) (cp string, kind Kind, ok bool) {
 	return "", "", false
 }
 
-// Connector statuses (spec: "Connector status").
+// Connector statuses (docs/protocol.md §2).
 const (
 	StatusAvailable     = "available"
 	StatusPreparing     = "preparing"
@@ -292,7 +292,7 @@ func invalid(k Kind, format string, a ...any) *InvalidError {
 }
 
 // Decode parses and validates one payload of the given kind. Unknown keys
-// are ignored (spec: forward compatibility). Every failure is an
+// are ignored (docs/protocol.md §1: forward compatibility). Every failure is an
 // *InvalidError; Decode never panics on any input (it is fuzzed).
 func Decode(kind Kind, payload []byte) (Message, error) {
 	var req []string

@@ -39,7 +39,7 @@ func endpointLabel(path string) string {
 	return other
 }
 
-// respCodes names Huifu's resp_code values (profile §3) for the result
+// respCodes names Huifu's resp_code values (docs/payscore.md §3) for the result
 // label: a dashboard reads "system_error" better than "99999999".
 var respCodes = map[string]string{
 	payscore.CodeSuccess:        "success",

@@ -108,7 +108,7 @@ func New(cfg Config) (*Client, error) {
 func (c *Client) HuifuID() string { return c.cfg.HuifuID }
 
 // Call is the one choke point for every request to Huifu. It drops empty
-// values from data (chargeflow omits unset fields, profile §2), serialises
+// values from data (chargeflow omits unset fields, docs/payscore.md §2), serialises
 // data canonically, signs it, wraps it in the four-member envelope and POSTs
 // it. The signed body is fixed before the first attempt: retries send the
 // very same bytes, so the same req_seq_id.
@@ -312,7 +312,7 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, out any)
 }
 
 // verifyReply checks Huifu's signature over the raw data bytes as sent, then
-// over the canonical re-serialisation (profile §3).
+// over the canonical re-serialisation (docs/payscore.md §3).
 func (c *Client) verifyReply(data json.RawMessage, sig string) error {
 	err := c.cfg.Verifier.Verify(data, sig)
 	if err == nil {

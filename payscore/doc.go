@@ -1,7 +1,7 @@
 // Package payscore is chargeflow's Huifu client for WeChat Pay Score
 // (confirmation mode): everything where money leaves the building.
 //
-// It follows the wire profile /work/shared/spec/huifu-payscore.md. Its
+// It follows the wire profile of docs/payscore.md (§1–§8). Its
 // shape:
 //
 //   - Signer / Verifier: SHA256WithRSA over the canonical data (sign.go).

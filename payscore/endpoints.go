@@ -86,7 +86,7 @@ type CreateOrderRequest struct {
 	ServiceIntroduction string    // ≤ 20 characters
 	RiskFund            RiskFund
 	TimeRange           TimeRange
-	OpenID              string // required: without it every debit fails (profile §6)
+	OpenID              string // required: without it every debit fails (docs/payscore.md §6)
 	SubAppID            string
 	SubOpenID           string
 	PostPayments        []PostItem
@@ -97,7 +97,7 @@ type CreateOrderRequest struct {
 }
 
 // CreateOrderResponse is create's reply. Package and State may be empty:
-// Huifu's reply fields are not documented (profile §4, [decided]).
+// Huifu's reply fields are not documented (docs/payscore.md §4, [decided]).
 type CreateOrderResponse struct {
 	RespCode   string
 	OutOrderNo string
@@ -208,7 +208,7 @@ type DebitRequest struct {
 	OutTradeNo     string // from the registration
 	GoodsDesc      string
 	ClientIP       string // risk_check_data.ip_address
-	NotifyURL      string // default Config.NotifyURL (profile §5 [decided])
+	NotifyURL      string // default Config.NotifyURL (docs/payscore.md §5 [decided])
 	Remark         string
 }
 
@@ -344,7 +344,7 @@ func (c *Client) QueryOrder(ctx context.Context, loc OrderLocator) (*Order, erro
 
 // CancelOrder cancels a service order. Allowed in CREATED and
 // DOING/USER_CONFIRM; after complete only while no deduction registration is
-// live (profile §6).
+// live (docs/payscore.md §6).
 func (c *Client) CancelOrder(ctx context.Context, r CancelOrderRequest) error {
 	if err := need(r.Reason, "reason"); err != nil {
 		return err

@@ -142,7 +142,7 @@ func TestUserPaysThemselves(t *testing.T) {
 	}
 }
 
-// TestRules covers the WeChat rules of profile §6 as the sandbox enforces
+// TestRules covers the WeChat rules of docs/payscore.md §6 as the sandbox enforces
 // them, each through the real client over HTTP.
 func TestRules(t *testing.T) {
 	tests := []struct {

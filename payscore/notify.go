@@ -16,14 +16,14 @@ import (
 // NotificationKind says what a notification reports.
 type NotificationKind string
 
-// Notification kinds (profile §5).
+// Notification kinds (docs/payscore.md §5).
 const (
 	KindUnknown          NotificationKind = "unknown"
 	KindUserConfirmed    NotificationKind = "user_confirmed"    // 用户确认成功通知
 	KindPaymentSucceeded NotificationKind = "payment_succeeded" // 支付成功异步通知
 )
 
-// Notification is a verified Huifu notification. It is a HINT (profile §5):
+// Notification is a verified Huifu notification. It is a HINT (docs/payscore.md §5):
 // the session moves on verified facts, and applying the same notification
 // twice must change nothing.
 type Notification struct {
@@ -137,7 +137,7 @@ func ReadNotification(r *http.Request, v Verifier, maxBody int64) (Notification,
 	return VerifyNotificationForm(v, form)
 }
 
-// NotifyHandler serves Huifu's notifications (profile §5): POST only; the
+// NotifyHandler serves Huifu's notifications (docs/payscore.md §5): POST only; the
 // body is capped (413); a missing or bad signature gets 401 and nothing is
 // applied; a verified but undecodable body gets 400; then apply runs, and its
 // error answers 500 so that Huifu sends again (apply must be idempotent: the

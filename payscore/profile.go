@@ -1,6 +1,6 @@
 package payscore
 
-// This file is the wire profile (/work/shared/spec/huifu-payscore.md) in
+// This file is the wire profile (docs/payscore.md) in
 // code: paths, codes, states, field names, and EVERY [decided] item — the
 // choices the public material is silent on. When Huifu's test host proves
 // one wrong, it is corrected here and nowhere else. Items marked [decided]
@@ -16,7 +16,7 @@ import (
 	"github.com/chargeflow/chargeflow/money"
 )
 
-// Endpoint paths, under Config.BaseURL (profile §4) [sdk].
+// Endpoint paths, under Config.BaseURL (docs/payscore.md §4) [sdk].
 const (
 	PathCreateOrder       = "/v2/trade/payscore/serviceorder/create"
 	PathQueryOrder        = "/v2/trade/payscore/serviceorder/query"
@@ -28,7 +28,7 @@ const (
 	PathRefund            = "/v2/trade/payment/scanpay/refund"
 )
 
-// resp_code values (profile §3) [sdk docs].
+// resp_code values (docs/payscore.md §3) [sdk docs].
 const (
 	CodeSuccess        = "00000000" // processed
 	CodeAccepted       = "00000100" // accepted / in progress: not a failure
@@ -81,7 +81,7 @@ func wechatCode(desc string) string {
 	return ""
 }
 
-// Service-order states (profile §6) [wx].
+// Service-order states (docs/payscore.md §6) [wx].
 const (
 	StateCreated = "CREATED"
 	StateDoing   = "DOING"
@@ -103,13 +103,13 @@ const (
 	TransFailed     = "F"
 )
 
-// RiskFundEstimate is the risk fund name for charging (profile §4) [wx].
+// RiskFundEstimate is the risk fund name for charging (docs/payscore.md §4) [wx].
 const RiskFundEstimate = "ESTIMATE_ORDER_COST"
 
 // StartOnAccept is the literal start_time meaning "when the user confirms".
 const StartOnAccept = "OnAccept"
 
-// Wire layouts: always Beijing time, UTC+8 without DST (profile §1) [sdk][wx].
+// Wire layouts: always Beijing time, UTC+8 without DST (docs/payscore.md §1) [sdk][wx].
 const (
 	layoutDate     = "20060102"
 	layoutDateTime = "20060102150405"
@@ -135,7 +135,7 @@ func ParseDateTime(s string) (time.Time, error) {
 // ParseDate parses yyyyMMdd as midnight Beijing time.
 func ParseDate(s string) (time.Time, error) { return time.ParseInLocation(layoutDate, s, Beijing) }
 
-// Nested structures are JSON strings inside the flat data (profile §1) [sdk].
+// Nested structures are JSON strings inside the flat data (docs/payscore.md §1) [sdk].
 // Their amounts are integer fen, as in WeChat's own API [decided]: should
 // Huifu want yuan here, these four types are the only place to change.
 
@@ -213,7 +213,7 @@ func decodeCollection(raw json.RawMessage) (CollectionWire, error) {
 	return c, nil
 }
 
-// Reply fields chargeflow relies on beyond resp_code (profile §4). Where a
+// Reply fields chargeflow relies on beyond resp_code (docs/payscore.md §4). Where a
 // field is [decided], its absence is tolerated by the typed methods.
 const (
 	fieldOutOrderNo  = "out_order_no" // create [seed], query
@@ -227,7 +227,7 @@ const (
 	fieldTransStat   = "trans_stat"   // query deduction, debit [decided], refund
 )
 
-// Notifications (profile §5) [decided]: both Pay Score notifications go to the
+// Notifications (docs/payscore.md §5) [decided]: both Pay Score notifications go to the
 // notify_url given at create; the debit's notify_url is set to the same URL
 // (Config.NotifyURL). They are told apart by their fields.
 

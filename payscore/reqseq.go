@@ -9,7 +9,7 @@ import (
 // Step names a request that carries a req_seq_id.
 type Step string
 
-// The steps with a req_seq_id (profile §4). Each code is two capital letters.
+// The steps with a req_seq_id (docs/payscore.md §4). Each code is two capital letters.
 const (
 	StepCreate   Step = "CR" // create service order
 	StepRegister Step = "RG" // register deduction

@@ -16,7 +16,7 @@ import (
 )
 
 // Signer produces Huifu signatures: SHA256WithRSA (RSASSA-PKCS1-v1_5 over
-// SHA-256) of message, as standard padded base64 (profile §2).
+// SHA-256) of message, as standard padded base64 (docs/payscore.md §2).
 // Implementations must be safe for concurrent use.
 type Signer interface {
 	Sign(message []byte) (signature string, err error)
@@ -160,7 +160,7 @@ func EncodePublicKey(key *rsa.PublicKey) (string, error) {
 	return base64.StdEncoding.EncodeToString(der), nil
 }
 
-// CanonicalJSON is the byte form Huifu signs (profile §2): compact JSON,
+// CanonicalJSON is the byte form Huifu signs (docs/payscore.md §2): compact JSON,
 // object keys sorted by byte order (encoding/json sorts map keys), non-ASCII
 // as raw UTF-8, and '/', '<', '>', '&' NOT escaped. Quotes, backslashes and
 // control characters keep their normal JSON escapes.

@@ -8,7 +8,7 @@
 // node, Sentinel or Cluster) and store/bolt (go.etcd.io/bbolt, the durable
 // single-node default). Neither adapter imports the other; cmd chooses one.
 //
-// # The rules the port keeps (service.md §1)
+// # The rules the port keeps (docs/service.md §1)
 //
 //   - A transition and the effects it asks for are persisted as ONE step
 //     (Commit): the new record, its history entries and its effects as outbox

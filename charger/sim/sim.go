@@ -1,10 +1,10 @@
 // Package sim is a fleet of simulated chargers that speak the charger
-// protocol (charger-mqtt.md) against any MQTT broker, one real paho client
+// protocol (docs/protocol.md) against any MQTT broker, one real paho client
 // per charger (clean session false, QoS 1, will on the state topic). Tests
 // drive each Charger directly (plug, unplug, faults); `chargeflow sim` runs
 // a fleet from the command line.
 //
-// Behaviour follows the spec: every command is answered on up/ack with its
+// Behaviour follows docs/protocol.md §3: every command is answered on up/ack with its
 // cmd_id, a repeated cmd_id gets the stored answer and is not executed
 // again, a start past its deadline is rejected with "expired", max_energy_wh
 // ends the session with "energy_limit", txn events are kept in simulated
@@ -46,7 +46,7 @@ type Config struct {
 	BrokerURL     string // tcp://…, ssl://… or mqtts://…
 	Prefix        string // default "ev/v1"
 	Chargers      []ChargerSpec
-	MeterInterval time.Duration // default 10s (spec)
+	MeterInterval time.Duration // default 10s (docs/protocol.md §3)
 	PowerW        int64         // charging power, default 7040
 	TxnResend     time.Duration // re-send period of unacked txn events, default 5s
 	// Now is the fleet's clock (default time.Now); each charger adds its own skew.

@@ -16,7 +16,7 @@ import (
 	"github.com/chargeflow/chargeflow/fsm"
 )
 
-// setting is one configuration variable of service.md §4. Its flag is the
+// setting is one configuration variable of docs/service.md §4. Its flag is the
 // variable's name without CHARGEFLOW_, lower case, '_' → '-'
 // (CHARGEFLOW_HTTP_ADDR ⇔ --http-addr).
 type setting struct {

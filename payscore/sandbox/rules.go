@@ -10,7 +10,7 @@ import (
 	"github.com/chargeflow/chargeflow/payscore"
 )
 
-// orderLifetime: a CREATED order left alone this long becomes EXPIRED (§6).
+// orderLifetime: a CREATED order left alone this long becomes EXPIRED (docs/payscore.md §6).
 const orderLifetime = 30 * 24 * time.Hour
 
 type order struct {
@@ -484,7 +484,7 @@ func (s *Sandbox) debit(d map[string]string) (reply, []note) {
 	resp := ok(map[string]string{"huifu_id": o.huifuID, "req_seq_id": d["req_seq_id"], "req_date": d["req_date"],
 		"hf_seq_id": hf, "out_trade_no": g.outTradeNo, "trans_stat": payscore.TransProcessing})
 	resp["resp_code"], resp["resp_desc"] = payscore.CodeAccepted, "处理中"
-	// Silent failure (§6): no error, no notification; the order stays unpaid.
+	// Silent failure (docs/payscore.md §6): no error, no notification; the order stays unpaid.
 	if s.failDebits > 0 || o.openID == "" {
 		if s.failDebits > 0 {
 			s.failDebits--
@@ -573,7 +573,7 @@ func (s *Sandbox) Confirm(outOrderNo string) error {
 }
 
 // Refuse plays the user (or WeChat) refusing the confirmation: the order
-// stays CREATED (§6) and nothing is notified.
+// stays CREATED (docs/payscore.md §6) and nothing is notified.
 func (s *Sandbox) Refuse(outOrderNo string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,8 +1,8 @@
 // Package sandbox is Huifu — and WeChat behind it — for development and
-// tests: it speaks the wire profile with its own RSA keys, verifies requests
+// tests: it speaks the wire profile (docs/payscore.md) with its own RSA keys, verifies requests
 // the way Huifu does (canonicalising whatever keys arrive), signs replies,
 // implements the Pay Score service-order state machine and the rules of
-// profile §6, keeps a ledger of money collected and refunded, and sends
+// docs/payscore.md §6, keeps a ledger of money collected and refunded, and sends
 // signed notifications with Huifu's retry behaviour.
 //
 // A control API plays the WeChat user (confirm, refuse, pay by themselves)
@@ -58,7 +58,7 @@ type Options struct {
 	NotifyClient  *http.Client  // default: a plain client
 
 	// AllowCancelAfterComplete lets cancel succeed on DOING/MCH_COMPLETE while
-	// no deduction registration is live (WeChat sources disagree, §6).
+	// no deduction registration is live (WeChat sources disagree, docs/payscore.md §6).
 	AllowCancelAfterComplete bool
 	// RejectDuplicates answers 20000000 to every repeated req_seq_id. By
 	// default a repeat with the same data replays the first reply (and one

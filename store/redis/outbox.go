@@ -1,0 +1,383 @@
+package redisstore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/chargeflow/chargeflow/store"
+)
+
+// Claim implements store.Store. It looks at up to 4*max due index entries
+// per call, so it may return fewer than max tasks while more are due; the
+// caller polls again.
+func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease time.Duration, max int) ([]store.Task, error) {
+	if max <= 0 || lease <= 0 || owner == "" {
+		return nil, fmt.Errorf("%w: claim needs an owner, a lease and max > 0", store.ErrInvalid)
+	}
+	nowMs := store.Millis(now)
+	if err := s.sweepGone(ctx, nowMs); err != nil {
+		return nil, err
+	}
+	entries, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.dueKey(), Start: "-inf", Stop: strconv.FormatInt(nowMs, 10),
+		ByScore: true, Count: int64(4 * max)}).Result()
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	// group by session, keeping due order
+	var order []string
+	bySession := map[string][]string{}
+	for _, m := range entries {
+		sess, task, ok := splitMember(m)
+		if !ok {
+			_ = s.c.ZRem(ctx, s.dueKey(), m).Err()
+			continue
+		}
+		if _, seen := bySession[sess]; !seen {
+			order = append(order, sess)
+		}
+		bySession[sess] = append(bySession[sess], task)
+	}
+	untilMs := store.Millis(now.Add(lease))
+	var out []store.Task
+	for _, sess := range order {
+		if len(out) == max {
+			break
+		}
+		tasks := bySession[sess]
+		if room := max - len(out); len(tasks) > room {
+			tasks = tasks[:room] // the port promises at most max
+		}
+		token := store.LeaseToken(owner, randomBytes())
+		args := []any{nowMs, token, untilMs}
+		for _, t := range tasks {
+			args = append(args, t)
+		}
+		res, err := claimScript.Run(ctx, s.c, []string{s.tasksKey(sess)}, args...).Slice()
+		if err != nil {
+			return out, mapErr(err) // leases taken so far come back after the lease
+		}
+		for _, r := range res {
+			row, _ := r.([]any)
+			if len(row) < 2 {
+				continue
+			}
+			tid, _ := row[0].(string)
+			mem := member(sess, tid)
+			switch row[1] {
+			case "claimed":
+				var t store.Task
+				effJSON, _ := row[2].(string)
+				if err := json.Unmarshal([]byte(effJSON), &t.Effect); err != nil {
+					return out, store.Corrupt(s.tasksKey(sess)+" e:"+tid, err)
+				}
+				dueS, _ := row[3].(string)
+				attS, _ := row[4].(string)
+				t.LastError, _ = row[5].(string)
+				dueMs, _ := strconv.ParseInt(dueS, 10, 64)
+				t.Attempts, _ = strconv.Atoi(attS)
+				t.ID, t.SessionID, t.DueAt = tid, sess, store.FromMillis(dueMs)
+				t.Owner, t.Lease, t.LeaseUntil = owner, token, store.FromMillis(untilMs)
+				if err := s.c.ZAdd(ctx, s.dueKey(), redis.Z{Score: float64(untilMs), Member: mem}).Err(); err != nil {
+					return append(out, t), mapErr(err)
+				}
+				out = append(out, t)
+			case "later":
+				nx, _ := row[2].(string)
+				score, _ := strconv.ParseFloat(nx, 64)
+				_ = s.c.ZAddXX(ctx, s.dueKey(), redis.Z{Score: score, Member: mem}).Err()
+			case "gone":
+				// Maybe a commit still in flight (its write-ahead entry came
+				// before its script), maybe a commit that died. Keep the
+				// entry and look again shortly; remember when it was first
+				// seen so that sweepGone drops it after the grace if its
+				// task never appears. Removing it here would lose a task
+				// whose commit lands in between (its follow-up re-add can
+				// run before this pipeline) until the grace.
+				_, _ = s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+					p.ZAddXX(ctx, s.dueKey(), redis.Z{Score: float64(nowMs + goneRecheck.Milliseconds()), Member: mem})
+					p.ZAddNX(ctx, s.goneKey(), redis.Z{Score: float64(nowMs), Member: mem})
+					return nil
+				})
+			case "corrupt":
+				return out, store.Corrupt(s.tasksKey(sess)+" m:"+tid, errors.New("bad task metadata"))
+			}
+		}
+	}
+	return out, nil
+}
+
+// sweepGone drops index entries whose task has been missing for GoneGrace,
+// and puts back those whose task appeared after all.
+// goneRecheck is how soon an entry whose task was not found is looked at
+// again.
+const goneRecheck = time.Second
+
+// sweepGone settles the entries first seen without their task more than
+// GoneGrace ago: a task that exists by now keeps (or gets back) its due entry;
+// one that still does not exist loses it.
+func (s *Store) sweepGone(ctx context.Context, nowMs int64) error {
+	limit := nowMs - s.opts.GoneGrace.Milliseconds()
+	gone, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.goneKey(), Start: "-inf", Stop: strconv.FormatInt(limit, 10),
+		ByScore: true, Count: 100}).Result()
+	if err != nil {
+		return mapErr(err)
+	}
+	for _, m := range gone {
+		sess, task, ok := splitMember(m)
+		if ok {
+			mt, err := s.c.HGet(ctx, s.tasksKey(sess), "m:"+task).Result()
+			switch {
+			case err == nil:
+				dueS, _, _ := strings.Cut(mt, "\n")
+				score, _ := strconv.ParseFloat(dueS, 64)
+				if err := s.c.ZAddNX(ctx, s.dueKey(), redis.Z{Score: score, Member: m}).Err(); err != nil {
+					return mapErr(err)
+				}
+			case errors.Is(err, redis.Nil):
+				// Still no task: a commit that died after its write-ahead.
+				if err := s.c.ZRem(ctx, s.dueKey(), m).Err(); err != nil {
+					return mapErr(err)
+				}
+			default:
+				return mapErr(err)
+			}
+		}
+		if err := s.c.ZRem(ctx, s.goneKey(), m).Err(); err != nil {
+			return mapErr(err)
+		}
+	}
+	return nil
+}
+
+func randomBytes() []byte {
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	return b
+}
+
+func (s *Store) settle(ctx context.Context, t store.Task, mode string, nextDue time.Time, errText string) error {
+	ms := store.Millis(nextDue)
+	r, err := settleScript.Run(ctx, s.c, []string{s.tasksKey(t.SessionID)}, mode, t.ID, t.Lease, ms, errText).Text()
+	if err != nil {
+		return fmt.Errorf("task %s: %w", t.ID, mapErr(err))
+	}
+	if r != "ok" {
+		return fmt.Errorf("task %s: %w", t.ID, store.ErrLeaseLost)
+	}
+	ctx = context.WithoutCancel(ctx)
+	mem := member(t.SessionID, t.ID)
+	if mode == "complete" {
+		err = s.c.ZRem(ctx, s.dueKey(), mem).Err()
+	} else {
+		err = s.c.ZAdd(ctx, s.dueKey(), redis.Z{Score: float64(ms), Member: mem}).Err()
+	}
+	if err != nil {
+		// the settle is done; the index entry is corrected by the next Claim
+		s.opts.Logger.Warn("redisstore: outbox index follow-up", "task", t.ID, "err", err)
+	}
+	return nil
+}
+
+// Complete implements store.Store.
+func (s *Store) Complete(ctx context.Context, t store.Task) error {
+	return s.settle(ctx, t, "complete", time.Time{}, "")
+}
+
+// Retry implements store.Store.
+func (s *Store) Retry(ctx context.Context, t store.Task, nextDue time.Time, errText string) error {
+	return s.settle(ctx, t, "retry", nextDue, errText)
+}
+
+// releasePage is the COUNT hint of one ZSCAN step of ReleaseLeases.
+const releasePage = 256
+
+// ReleaseLeases implements store.Store (see the package doc). It walks P:{due}
+// with ZSCAN, which returns every entry present for the whole walk however
+// scores move meanwhile (paging a score range would skip entries as this and
+// other processes move them); the walk is the whole index, a bounded page at
+// a time. A task under a live lease has its entry at the lease's end, so only
+// a page's entries after now are looked into: one pipelined read of their
+// metadata per page, then, per session with a claim to release,
+// releaseScript on that session's slot, then the entry is moved back to the
+// task's due time. A crash before that move leaves the entry at the lease's
+// end (the task comes back then, as without this call); the next
+// ReleaseLeases moves such a late entry of a task without a lease back to its
+// due time, so calling it again completes a release whose follow-up failed.
+func (s *Store) ReleaseLeases(ctx context.Context, ownerPrefix string, now time.Time) (int, error) {
+	if ownerPrefix == "" {
+		return 0, fmt.Errorf("%w: release leases needs an owner prefix", store.ErrInvalid)
+	}
+	nowMs := store.Millis(now)
+	released := 0
+	var cursor uint64
+	for {
+		kv, next, err := s.c.ZScan(ctx, s.dueKey(), cursor, "", releasePage).Result()
+		if err != nil {
+			return released, mapErr(err)
+		}
+		n, err := s.releasePage(ctx, kv, ownerPrefix, nowMs)
+		released += n
+		if err != nil {
+			return released, err
+		}
+		if cursor = next; cursor == 0 {
+			return released, nil
+		}
+	}
+}
+
+// releasePage releases the claims of one ZSCAN page (member, score, …).
+func (s *Store) releasePage(ctx context.Context, kv []string, ownerPrefix string, nowMs int64) (int, error) {
+	type entry struct {
+		task  string
+		score int64
+	}
+	var order []string
+	bySession := map[string][]entry{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		score, err := strconv.ParseFloat(kv[i+1], 64)
+		if err != nil || int64(score) <= nowMs {
+			continue // due (Claim's business) or not a number
+		}
+		sess, task, ok := splitMember(kv[i])
+		if !ok {
+			continue
+		}
+		if _, seen := bySession[sess]; !seen {
+			order = append(order, sess)
+		}
+		bySession[sess] = append(bySession[sess], entry{task, int64(score)})
+	}
+	if len(order) == 0 {
+		return 0, nil
+	}
+	metas := make(map[string]*redis.SliceCmd, len(order))
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, sess := range order {
+			fields := make([]string, 0, len(bySession[sess]))
+			for _, e := range bySession[sess] {
+				fields = append(fields, "m:"+e.task)
+			}
+			metas[sess] = p.HMGet(ctx, s.tasksKey(sess), fields...)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, mapErr(err)
+	}
+	released := 0
+	for _, sess := range order {
+		var mine []any
+		for i, v := range metas[sess].Val() {
+			e := bySession[sess][i]
+			m, _ := v.(string)
+			parts := strings.SplitN(m, "\n", 4)
+			if len(parts) != 4 {
+				continue // gone (Claim's business) or corrupt (Claim reports it)
+			}
+			due, _ := strconv.ParseInt(parts[0], 10, 64)
+			until, _ := strconv.ParseInt(parts[1], 10, 64)
+			switch lease := parts[3]; {
+			case lease != "" && until > nowMs && strings.HasPrefix(store.LeaseOwner(lease), ownerPrefix):
+				mine = append(mine, e.task)
+			case lease == "" && due < e.score:
+				// a late entry (a follow-up that failed): earlier is harmless
+				_ = s.c.ZAddLT(ctx, s.dueKey(), redis.Z{Score: float64(min(due, nowMs)), Member: member(sess, e.task)}).Err()
+			}
+		}
+		if len(mine) == 0 {
+			continue
+		}
+		res, err := releaseScript.Run(ctx, s.c, []string{s.tasksKey(sess)}, append([]any{nowMs, ownerPrefix}, mine...)...).Slice()
+		if err != nil {
+			return released, mapErr(err)
+		}
+		// the leases are gone: move their entries from the lease's end back
+		// to the due time (only ever earlier)
+		var back []redis.Z
+		for _, r := range res {
+			row, _ := r.([]any)
+			if len(row) < 2 {
+				continue
+			}
+			tid, _ := row[0].(string)
+			dueS, _ := row[1].(string)
+			due, _ := strconv.ParseInt(dueS, 10, 64)
+			back = append(back, redis.Z{Score: float64(due), Member: member(sess, tid)})
+		}
+		released += len(back)
+		if len(back) > 0 {
+			if err := s.c.ZAddLT(context.WithoutCancel(ctx), s.dueKey(), back...).Err(); err != nil {
+				return released, fmt.Errorf("session %s: leases released, index entries left at the lease's end: %w", sess, mapErr(err))
+			}
+		}
+	}
+	return released, nil
+}
+
+// PendingTasks implements store.Store.
+func (s *Store) PendingTasks(ctx context.Context, sessionID string) ([]store.Task, error) {
+	key := s.tasksKey(sessionID)
+	h, err := s.c.HGetAll(ctx, key).Result()
+	if err != nil {
+		return nil, mapErr(err)
+	}
+	var out []store.Task
+	for f, v := range h {
+		tid, ok := strings.CutPrefix(f, "m:")
+		if !ok {
+			continue
+		}
+		parts := strings.SplitN(v, "\n", 4)
+		if len(parts) != 4 {
+			return nil, store.Corrupt(key+" "+f, errors.New("bad task metadata"))
+		}
+		due, _ := strconv.ParseInt(parts[0], 10, 64)
+		until, _ := strconv.ParseInt(parts[1], 10, 64)
+		att, _ := strconv.Atoi(parts[2])
+		t := store.Task{ID: tid, SessionID: sessionID, DueAt: store.FromMillis(due), Attempts: att,
+			Lease: parts[3], Owner: store.LeaseOwner(parts[3]), LastError: h["x:"+tid]}
+		if parts[3] != "" {
+			t.LeaseUntil = store.FromMillis(until)
+		} else {
+			t.Owner = ""
+		}
+		if err := store.DecodeJSON(key+" e:"+tid, []byte(h["e:"+tid]), &t.Effect); err != nil {
+			return nil, err
+		}
+		out = append(out, t)
+	}
+	slices.SortFunc(out, func(a, b store.Task) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
+// OutboxStats implements store.Store. It reads the due index, so Pending
+// may briefly count a task just done, and a leased task counts at its
+// lease's end.
+func (s *Store) OutboxStats(ctx context.Context, now time.Time) (store.OutboxStats, error) {
+	var card, due *redis.IntCmd
+	var first *redis.ZSliceCmd
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		card = p.ZCard(ctx, s.dueKey())
+		due = p.ZCount(ctx, s.dueKey(), "-inf", strconv.FormatInt(store.Millis(now), 10))
+		first = p.ZRangeWithScores(ctx, s.dueKey(), 0, 0)
+		return nil
+	})
+	if err != nil {
+		return store.OutboxStats{}, mapErr(err)
+	}
+	st := store.OutboxStats{Pending: int(card.Val()), DueNow: int(due.Val())}
+	if z := first.Val(); len(z) > 0 {
+		st.OldestDue = store.FromMillis(int64(z[0].Score))
+	}
+	return st, nil
+}
