@@ -402,9 +402,9 @@ func (e *Engine) performTask(ctx context.Context, t store.Task) {
 	pctx, cancel := context.WithTimeout(ctx, e.cfg.Lease*2/3)
 	defer cancel()
 	outcome, err := e.perform(pctx, t.Effect)
-	// t.Attempts counts the entry's failed tries so far (the outbox's
+	// t.Tries counts the entry's failed tries so far (the outbox's
 	// retries, not a deduction or refund number).
-	tries := t.Attempts
+	tries := t.Tries
 	log := e.log.With("session", t.SessionID, "charger", t.Effect.ChargerID, "out_order_no", t.Effect.OutOrderNo,
 		"effect", t.Effect.Kind, "task", t.ID, "try", tries+1)
 	var d errDefer

@@ -141,7 +141,7 @@ type Store interface {
 	// with ownerPrefix (a restarted instance releasing what its previous life
 	// had claimed: the same instance id means that process is gone). The
 	// tasks become due again at their own due time (never later than now);
-	// their Attempts do not change. It returns how many claims it released.
+	// their Tries do not change. It returns how many claims it released.
 	// Only live leases (LeaseUntil after now) count; a released claim's token
 	// is void, so a late Complete or Retry under it gets ErrLeaseLost.
 	// Include the separator in the prefix ("inst-7/", so that "inst-70/…"
@@ -255,7 +255,7 @@ type Task struct {
 	SessionID string
 	Effect    fsm.Effect
 	DueAt     time.Time // millisecond precision
-	Attempts  int       // failed attempts so far (Retry counts them)
+	Tries     int       // failed tries so far (Retry counts them)
 	// Owner and Lease are set while claimed: Owner is the claimer's name,
 	// Lease the token of this very claim (Complete and Retry present it).
 	Owner      string

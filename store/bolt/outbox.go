@@ -21,7 +21,7 @@ type taskRec struct {
 	Due        int64      `json:"due"`
 	Lease      string     `json:"lease,omitempty"`
 	LeaseUntil int64      `json:"lease_until,omitempty"`
-	Attempts   int        `json:"attempts,omitempty"`
+	Tries      int        `json:"attempts,omitempty"` // failed tries (the JSON name of earlier versions)
 	LastError  string     `json:"last_error,omitempty"`
 }
 
@@ -35,7 +35,7 @@ func (t taskRec) next() int64 {
 
 func (t taskRec) task(session, id string) store.Task {
 	return store.Task{ID: id, SessionID: session, Effect: t.Effect, DueAt: store.FromMillis(t.Due),
-		Attempts: t.Attempts, Owner: store.LeaseOwner(t.Lease), Lease: t.Lease,
+		Tries: t.Tries, Owner: store.LeaseOwner(t.Lease), Lease: t.Lease,
 		LeaseUntil: store.FromMillis(t.LeaseUntil), LastError: t.LastError}
 }
 
@@ -128,7 +128,7 @@ func (s *Store) Complete(ctx context.Context, t store.Task) error {
 func (s *Store) Retry(ctx context.Context, t store.Task, nextDue time.Time, errText string) error {
 	return s.settle(ctx, t, func(tasks, due *bolt.Bucket, tk []byte, rec taskRec) error {
 		rec.Lease, rec.LeaseUntil = "", 0
-		rec.Attempts++
+		rec.Tries++
 		rec.LastError = errText
 		rec.Due = store.Millis(nextDue)
 		b, err := json.Marshal(rec)

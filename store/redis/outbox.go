@@ -83,7 +83,7 @@ func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease ti
 				attS, _ := row[4].(string)
 				t.LastError, _ = row[5].(string)
 				dueMs, _ := strconv.ParseInt(dueS, 10, 64)
-				t.Attempts, _ = strconv.Atoi(attS)
+				t.Tries, _ = strconv.Atoi(attS)
 				t.ID, t.SessionID, t.DueAt = tid, sess, store.FromMillis(dueMs)
 				t.Owner, t.Lease, t.LeaseUntil = owner, token, store.FromMillis(untilMs)
 				if err := s.c.ZAdd(ctx, s.dueKey(), redis.Z{Score: float64(untilMs), Member: mem}).Err(); err != nil {
@@ -344,7 +344,7 @@ func (s *Store) PendingTasks(ctx context.Context, sessionID string) ([]store.Tas
 		due, _ := strconv.ParseInt(parts[0], 10, 64)
 		until, _ := strconv.ParseInt(parts[1], 10, 64)
 		att, _ := strconv.Atoi(parts[2])
-		t := store.Task{ID: tid, SessionID: sessionID, DueAt: store.FromMillis(due), Attempts: att,
+		t := store.Task{ID: tid, SessionID: sessionID, DueAt: store.FromMillis(due), Tries: att,
 			Lease: parts[3], Owner: store.LeaseOwner(parts[3]), LastError: h["x:"+tid]}
 		if parts[3] != "" {
 			t.LeaseUntil = store.FromMillis(until)

@@ -94,7 +94,7 @@ func testReleaseLeases(e *env) {
 	}
 	pend, err := e.s.PendingTasks(e.ctx, "s1")
 	must(t, err)
-	if r := taskByID(t, pend, "s1/1"); r.Owner != "" || r.Lease != "" || !r.LeaseUntil.IsZero() || r.Attempts != 1 ||
+	if r := taskByID(t, pend, "s1/1"); r.Owner != "" || r.Lease != "" || !r.LeaseUntil.IsZero() || r.Tries != 1 ||
 		r.LastError != "boom" || !r.DueAt.Equal(now.Add(-4*time.Second)) {
 		t.Fatalf("released task %+v", r)
 	}
@@ -119,10 +119,10 @@ func testReleaseLeases(e *env) {
 	if !slices.Equal(ids(got), []string{"s1/1", "s3/1", "s4/1"}) {
 		t.Fatalf("claim after release: %v", ids(got))
 	}
-	if r := taskByID(t, got, "s1/1"); r.Attempts != 1 || r.LastError != "boom" || !r.DueAt.Equal(now.Add(-4*time.Second)) {
+	if r := taskByID(t, got, "s1/1"); r.Tries != 1 || r.LastError != "boom" || !r.DueAt.Equal(now.Add(-4*time.Second)) {
 		t.Fatalf("re-claimed task %+v", r)
 	}
-	if r := taskByID(t, got, "s3/1"); r.Attempts != 0 || r.Owner != "c/1" || r.Effect.Kind != fsm.EffSendStop {
+	if r := taskByID(t, got, "s3/1"); r.Tries != 0 || r.Owner != "c/1" || r.Effect.Kind != fsm.EffSendStop {
 		t.Fatalf("re-claimed task %+v", r)
 	}
 	for _, x := range append(got, b1...) {
@@ -148,7 +148,7 @@ func testReleaseLeases(e *env) {
 	}
 	wantErr(t, e.s.Complete(e.ctx, a9[0]), store.ErrLeaseLost)
 	d := claim(later.Add(time.Second), "d/1", time.Minute, "s5/1")
-	if !d[0].DueAt.Equal(later) || d[0].Attempts != 0 {
+	if !d[0].DueAt.Equal(later) || d[0].Tries != 0 {
 		t.Fatalf("re-claimed after reopen: %+v", d[0])
 	}
 	// a release at a now before the task's due time (another instance's
@@ -205,7 +205,7 @@ func testReleaseLeasesMany(e *env) {
 		t.Fatalf("claimed %d after the release, want %d", len(got), 3*each)
 	}
 	for _, x := range got {
-		if x.SessionID == "s0" || strings.Contains(x.ID, "/t") || x.Attempts != 0 {
+		if x.SessionID == "s0" || strings.Contains(x.ID, "/t") || x.Tries != 0 {
 			t.Fatalf("claimed %+v", x)
 		}
 	}

@@ -151,7 +151,7 @@ func testOutboxRetryAndDisarm(e *env) {
 	}
 	got, err = e.s.Claim(e.ctx, now.Add(2*time.Minute), "B", time.Minute, 10)
 	must(t, err)
-	if len(got) != 1 || got[0].Attempts != 1 || got[0].LastError != "huifu: timeout" || !got[0].DueAt.Equal(now.Add(2*time.Minute)) {
+	if len(got) != 1 || got[0].Tries != 1 || got[0].LastError != "huifu: timeout" || !got[0].DueAt.Equal(now.Add(2*time.Minute)) {
 		t.Fatalf("retried task %+v", got)
 	}
 	must(t, e.s.Complete(e.ctx, got[0]))
