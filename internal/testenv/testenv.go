@@ -150,6 +150,7 @@ func (p *Process) launch() error {
 	cmd.Stdout = p.logBuf
 	cmd.Stderr = p.logBuf
 	cmd.Dir = p.dir
+	cmd.SysProcAttr = childAttr() // procattr_linux.go
 	if err := cmd.Start(); err != nil {
 		return err
 	}
