@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -240,5 +241,41 @@ func TestSentinelFailover(t *testing.T) {
 	}
 	if k.get(redisstore.KindConnection)+k.get(redisstore.KindTimeout) == 0 {
 		t.Fatalf("no connection or timeout error counted: %v", k.n)
+	}
+}
+
+// On a single server the probe is one write: it fails when the server is
+// gone, or is a replica (a demoted primary), and succeeds again after.
+func TestProbeCommitSingle(t *testing.T) {
+	p := testenv.RedisProcess(t)
+	s, k := openObserved(t, p.URL+"?max_retries=-1&dial_timeout=200ms")
+	ctx := t.Context()
+	if err := s.ProbeCommit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// a write refused by a replica
+	other := testenv.RedisProcess(t)
+	host, port, _ := strings.Cut(other.Addr, ":")
+	if err := s.Client().Do(ctx, "REPLICAOF", host, port).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ProbeCommit(ctx); !store.IsRetryable(err) || k.get(redisstore.KindReadOnly) == 0 {
+		t.Fatalf("probe on a replica: %v (errors %v)", err, k.n)
+	}
+	if err := s.Client().Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ProbeCommit(ctx); err != nil {
+		t.Fatalf("probe after REPLICAOF NO ONE: %v", err)
+	}
+	p.Stop()
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := s.ProbeCommit(pctx); err == nil || k.get(redisstore.KindConnection)+k.get(redisstore.KindTimeout) == 0 {
+		t.Fatalf("probe with the server gone: %v (errors %v)", err, k.n)
+	}
+	p.Restart()
+	if err := s.ProbeCommit(ctx); err != nil {
+		t.Fatalf("probe after the restart: %v", err)
 	}
 }
