@@ -221,3 +221,58 @@ func TestLostWriteRefund(t *testing.T) {
 		t.Errorf("refund failed: %+v", g.Refunds)
 	}
 }
+
+// On Cluster a failover loses writes of ONE primary: the session's own keys
+// (one hash slot) may go back while the global indexes (other slots) keep
+// what came after. Here the confirmation is lost on the session's slot
+// only: the session is back in created with its timers, but the due index
+// no longer lists them (the later commit removed their entries), so nothing
+// ever claims them. The session must still end.
+func TestLostWriteSessionSlotOnly(t *testing.T) {
+	s, rw := lostWriteStack(t)
+	c := s.fleet.Charger("CP-1")
+	if err := c.Plug(1); err != nil {
+		t.Fatal(err)
+	}
+	v := s.create("CP-1", 5000)
+	snap := rw.snapshot(t)
+	for k := range snap {
+		if !strings.Contains(k, "{s:"+v.ID+"}") {
+			delete(snap, k) // only the session's slot goes back
+		}
+	}
+	if err := s.sb.Confirm(v.OutOrderNo); err != nil {
+		t.Fatal(err)
+	}
+	s.waitState(v.ID, "charging")
+	rw.rewindKeys(t, snap)
+	if got := s.get(v.ID).State; got != "created" {
+		t.Fatalf("after the rewind the session is %s", got)
+	}
+	c.StopLocal(1)
+	deadline := time.Now().Add(45 * time.Second) // the confirm timeout is 30 s
+	for {
+		g := s.get(v.ID)
+		if g.State == "paid" || g.State == "cancelled" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session %s still %s %s after the loss; history %+v", v.ID, g.State, time.Since(deadline.Add(-45*time.Second)), g.History)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// rewindKeys puts back the snapshot's keys only.
+func (r *rewinder) rewindKeys(t *testing.T, snap snapshot) {
+	t.Helper()
+	_, err := r.c.TxPipelined(t.Context(), func(p redis.Pipeliner) error {
+		for k, e := range snap {
+			p.RestoreReplace(t.Context(), k, e.ttl, e.dump)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
