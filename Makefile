@@ -9,8 +9,9 @@ TESTFLAGS ?= -race -timeout 14m
 run:
 	$(GO) run ./cmd/chargeflow serve --dev
 
-## test: every test; private Redis and Mosquitto are started on free ports unless
-## CHARGEFLOW_TEST_REDIS_URL / CHARGEFLOW_TEST_MQTT_URL are set
+## test: every test; private Redis, Redis Cluster, Sentinel and Mosquitto are started on free
+## ports unless CHARGEFLOW_TEST_REDIS_URL / CHARGEFLOW_TEST_REDIS_CLUSTER_URL /
+## CHARGEFLOW_TEST_REDIS_SENTINEL_URL / CHARGEFLOW_TEST_MQTT_URL are set
 test:
 	$(GO) vet $(PKGS)
 	$(GO) test $(TESTFLAGS) $(PKGS)

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"time"
@@ -12,6 +13,18 @@ import (
 
 // readyTimeout bounds the readiness check.
 const readyTimeout = 3 * time.Second
+
+// commitProbeTimeout bounds the store's commit probe: a primary that takes
+// longer to acknowledge one small write is not serving commits. It fits in
+// a Kubernetes probe's default timeout (1 s) with Deps.Ready's checks.
+const commitProbeTimeout = 800 * time.Millisecond
+
+// commitProber is a store that can show cheaply that it can commit now (the
+// Redis adapter writes a health key on every primary, so a primary down or
+// being failed over shows; see redisstore.Store.ProbeCommit).
+type commitProber interface {
+	ProbeCommit(ctx context.Context) error
+}
 
 // handleHealthz: the process is up and serving.
 func (s *server) handleHealthz() http.HandlerFunc {
@@ -24,13 +37,24 @@ func (s *server) handleHealthz() http.HandlerFunc {
 }
 
 // handleReadyz: the store, the broker and the payment configuration are
-// usable (Deps.Ready). Not ready → 503 problem; the cause is logged, not
+// usable (Deps.Ready), and the store can commit now when it can tell
+// (commitProber): while a Redis primary is down or being failed over the
+// instance is not ready, and it is again once commits go through
+// (docs/operations.md). Not ready → 503 problem; the cause is logged, not
 // shown.
 func (s *server) handleReadyz() http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 		defer cancel()
-		if err := s.ready(ctx); err != nil {
+		err := s.ready(ctx)
+		if p, ok := s.store.(commitProber); ok && err == nil {
+			pctx, cancel := context.WithTimeout(ctx, commitProbeTimeout)
+			if perr := p.ProbeCommit(pctx); perr != nil {
+				err = fmt.Errorf("store cannot commit: %w", perr)
+			}
+			cancel()
+		}
+		if err != nil {
 			loggerFrom(r).Warn("not ready", "err", err)
 			Error(w, r, session.Errorf(session.CodeUnavailable, "not ready"))
 			return

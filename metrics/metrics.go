@@ -4,7 +4,8 @@
 // counters — and adapts the observation hooks of the other packages to it:
 // session.Observer (Metrics itself), payscore.Observer (PayScore), the
 // charger link's handler and publishes (WrapHandler, WrapCommander), and the
-// store's counts, read at scrape time (WatchStore).
+// store's counts, read at scrape time, and errors, as they happen
+// (WatchStore).
 //
 // Every label is a small enum (state, event, kind, outcome, endpoint, result,
 // type): no session, charger or order id is ever a label value, so the
@@ -60,6 +61,7 @@ type Metrics struct {
 	mqttIn       *prometheus.CounterVec   // kind, result
 	mqttHandle   *prometheus.HistogramVec // kind
 	mqttOut      *prometheus.CounterVec   // kind, type, result
+	storeErrors  *prometheus.CounterVec   // kind
 	storeWatched atomic.Bool
 }
 
@@ -95,10 +97,13 @@ func New() *Metrics {
 	m.mqttOut = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "mqtt_messages_out_total",
 		Help: "Messages published to chargers, by kind (cmd, txnack), command type (start, stop; txnack for acks) and result (ok, error)."},
 		[]string{"kind", "type", "result"})
+	m.storeErrors = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: namespace, Name: "store_errors_total",
+		Help: "Errors the store's servers or connections gave, by kind (moved, readonly, cluster_down, loading, noreplicas, timeout, connection, other): a failover shows as connection/timeout, then cluster_down, readonly and moved."},
+		[]string{"kind"})
 
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.transitions, m.effects, m.anomalies, m.confirmToStart, m.payCalls, m.payAttempts, m.payDuration,
-		m.mqttIn, m.mqttHandle, m.mqttOut)
+		m.mqttIn, m.mqttHandle, m.mqttOut, m.storeErrors)
 	m.preset()
 	return m
 }
@@ -134,6 +139,9 @@ func (m *Metrics) preset() {
 	}
 	m.mqttOut.WithLabelValues("txnack", "txnack", "ok")
 	m.mqttOut.WithLabelValues("txnack", "txnack", "error")
+	for _, k := range storeErrorKinds {
+		m.storeErrors.WithLabelValues(k)
+	}
 }
 
 // Registry returns the registry every metric is registered with (for tests

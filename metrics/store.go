@@ -3,6 +3,7 @@ package metrics
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -21,12 +22,33 @@ type StoreStats interface {
 // DefaultStoreTimeout bounds the store queries of one scrape.
 const DefaultStoreTimeout = 3 * time.Second
 
+// ErrorObserver is a store that reports the errors its servers give, by
+// kind, as they happen (the Redis adapter: redisstore.Store.ObserveErrors).
+type ErrorObserver interface {
+	ObserveErrors(fn func(kind string))
+}
+
+// storeErrorKinds are the values of chargeflow_store_errors_total's kind
+// label: the kinds of redisstore.ErrorKind (docs/metrics.md).
+var storeErrorKinds = []string{"moved", "readonly", "cluster_down", "loading", "noreplicas", "timeout", "connection", other}
+
+// StoreError counts one error of the store's servers of that kind
+// (chargeflow_store_errors_total); a kind outside the known set counts as
+// other.
+func (m *Metrics) StoreError(kind string) {
+	if !slices.Contains(storeErrorKinds, kind) {
+		kind = other
+	}
+	m.storeErrors.WithLabelValues(kind).Inc()
+}
+
 // WatchStore registers a collector that asks st at every scrape for the
 // sessions by state and the outbox's depth, due tasks and oldest due time.
 // Each query is bounded by timeout (DefaultStoreTimeout if ≤ 0); a query
 // that fails or times out exposes none of its series in that scrape —
 // never a stale value — and counts chargeflow_store_scrape_errors_total.
-// now may be nil (time.Now). It may be called once per Metrics.
+// When st is also an ErrorObserver, its errors are counted by kind
+// (StoreError). now may be nil (time.Now). It may be called once per Metrics.
 func (m *Metrics) WatchStore(st StoreStats, timeout time.Duration, now func() time.Time) error {
 	if !m.storeWatched.CompareAndSwap(false, true) {
 		return errors.New("metrics: WatchStore called twice")
@@ -40,6 +62,9 @@ func (m *Metrics) WatchStore(st StoreStats, timeout time.Duration, now func() ti
 	if err := m.reg.Register(&storeCollector{st: st, timeout: timeout, now: now}); err != nil {
 		m.storeWatched.Store(false)
 		return err
+	}
+	if o, ok := st.(ErrorObserver); ok {
+		o.ObserveErrors(m.StoreError)
 	}
 	return nil
 }

@@ -123,7 +123,9 @@ func newStackWith(t *testing.T, backend string, chargers int, bin string, env ..
 	case "external":
 		ns := testenv.Namespace(t)
 		s.prefix = ns + "/ev/v1"
-		s.env["CHARGEFLOW_REDIS_URL"] = testenv.Redis(t)
+		if s.env["CHARGEFLOW_REDIS_URL"] == "" { // a cluster or Sentinel URL may be given in env
+			s.env["CHARGEFLOW_REDIS_URL"] = testenv.Redis(t)
+		}
 		s.env["CHARGEFLOW_REDIS_PREFIX"] = ns
 		s.env["CHARGEFLOW_MQTT_URL"] = testenv.MQTT(t)
 		s.env["CHARGEFLOW_MQTT_PREFIX"] = s.prefix

@@ -1,7 +1,9 @@
 // Package testenv gives tests real infrastructure: a private Redis and a
 // private Mosquitto, each started on a free loopback port and stopped when the
 // test ends. When CHARGEFLOW_TEST_REDIS_URL / CHARGEFLOW_TEST_MQTT_URL are set,
-// those servers are used instead and nothing is started.
+// those servers are used instead and nothing is started. A Redis Cluster and
+// a Sentinel set-up are shared by a package's tests (rediscluster.go,
+// redissentinel.go, shared.go).
 //
 // Tests that share an externally provided Redis must not assume an empty
 // database: use Namespace(t) as a key prefix so runs never collide.
@@ -150,6 +152,7 @@ func (p *Process) launch() error {
 	cmd.Stdout = p.logBuf
 	cmd.Stderr = p.logBuf
 	cmd.Dir = p.dir
+	cmd.SysProcAttr = childAttr() // procattr_linux.go
 	if err := cmd.Start(); err != nil {
 		return err
 	}

@@ -242,6 +242,7 @@ func New(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("redis script load: %w", mapErr(err))
 		}
 	}
+	s.followTopology() // watch.go: a Cluster client learns of a failover at once, not up to 60 s later
 	return s, nil
 }
 

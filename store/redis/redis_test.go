@@ -7,15 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/chargeflow/chargeflow/internal/testenv"
 	"github.com/chargeflow/chargeflow/store"
 	redisstore "github.com/chargeflow/chargeflow/store/redis"
 	"github.com/chargeflow/chargeflow/store/storetest"
 )
-
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // opener gives each subtest its own namespace on one Redis.
 func opener(url string) func(t *testing.T) storetest.Opener {
