@@ -37,3 +37,11 @@ fuzz:
 	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; \
 	done
+
+## lint-openapi: api/openapi.json under Redocly's recommended rules (through npx, when Node is
+## there; not part of `make test`). Exceptions, with reasons: api/.redocly.lint-ignore.yaml
+REDOCLY ?= @redocly/cli@2.77.0
+.PHONY: lint-openapi
+lint-openapi:
+	@if ! command -v npx >/dev/null 2>&1; then echo "lint-openapi: npx not found: install Node.js (e.g. apt-get install -y nodejs npm)"; exit 1; fi
+	cd api && npx --yes $(REDOCLY) lint --config redocly.yaml openapi.json

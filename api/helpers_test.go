@@ -22,6 +22,7 @@ import (
 
 	"github.com/chargeflow/chargeflow/charger"
 	"github.com/chargeflow/chargeflow/fsm"
+	"github.com/chargeflow/chargeflow/internal/openapitest"
 	"github.com/chargeflow/chargeflow/internal/testenv"
 	"github.com/chargeflow/chargeflow/payscore"
 	"github.com/chargeflow/chargeflow/payscore/payscoretest"
@@ -82,9 +83,10 @@ func newStack(t testing.TB, opts ...stackOpt) *stack {
 
 	// The API server first (its URL is the notify_url); its handler is set
 	// once everything exists.
-	st.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// Every exchange with it is checked against the document it serves.
+	st.srv = httptest.NewServer(openapitest.Handler(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		(*st.handler.Load()).ServeHTTP(w, r)
-	}))
+	})))
 	t.Cleanup(st.srv.Close)
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
@@ -167,9 +169,10 @@ func (st *stack) deps(eng *session.Engine) Deps {
 // serve puts another API (other deps) on its own httptest server.
 func (st *stack) serve(d Deps) string { return st.serveHandler(newServer(d)) }
 
-// serveHandler puts h on its own test server.
+// serveHandler puts h on its own test server, every exchange checked
+// against the document h serves.
 func (st *stack) serveHandler(h http.Handler) string {
-	srv := httptest.NewServer(h)
+	srv := httptest.NewServer(openapitest.Handler(st.t, h))
 	st.t.Cleanup(srv.Close)
 	return srv.URL
 }

@@ -8,8 +8,8 @@ import (
 )
 
 // routes lists every route of the API (docs/service.md §3). The OpenAPI document
-// (openapi.go) describes the same set; TestOpenAPIMatchesRoutes keeps them
-// equal.
+// (api/openapi.json) describes the same set; TestOpenAPIMatchesRoutes keeps
+// them equal.
 //
 // The SSE stream is registered like any other route: no Timeout or Throttle
 // middleware is installed anywhere, and the stream clears its own write

@@ -1,8 +1,8 @@
 package api
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/chargeflow/chargeflow/internal/openapitest"
 
 	"github.com/chargeflow/chargeflow/session"
 )
@@ -193,101 +195,44 @@ func TestHealthReadyAndPanics(t *testing.T) {
 
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	st := newStack(t)
-	d := st.deps(st.eng)
 	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
-	d.Extra = map[string]http.Handler{"/metrics": ok, "/": ok}
-	s := newServer(d)
-	base := st.serveHandler(s)
-
-	r := st.mustStatus(t, req{base: base, method: "GET", path: "/openapi.json"}, http.StatusOK)
-	var doc struct {
-		OpenAPI    string                                `json:"openapi"`
-		Paths      map[string]map[string]json.RawMessage `json:"paths"`
-		Components struct {
-			SecuritySchemes map[string]struct {
-				Type, Scheme string
-			} `json:"securitySchemes"`
-			Schemas   map[string]json.RawMessage `json:"schemas"`
-			Responses map[string]json.RawMessage `json:"responses"`
-		} `json:"components"`
-	}
-	r.json(t, &doc)
-	if doc.OpenAPI != "3.1.0" || doc.Components.SecuritySchemes["bearer"].Scheme != "bearer" {
-		t.Fatalf("document head: %s %+v", doc.OpenAPI, doc.Components.SecuritySchemes)
-	}
-	var documented []string
-	for path, ops := range doc.Paths {
-		for method := range ops {
-			documented = append(documented, strings.ToUpper(method)+" "+path)
-		}
-	}
-	sort.Strings(documented)
-	routed := routesOf(t, s)
-	for _, rt := range routed {
-		if !slices.Contains(documented, rt) {
-			t.Errorf("route %s is not in the OpenAPI document", rt)
-		}
-	}
-	for _, op := range documented {
-		if !slices.Contains(routed, op) {
-			t.Errorf("documented %s is not routed", op)
-		}
-	}
-	// Every $ref resolves.
-	refs := map[string]bool{}
-	collectRefs(t, r.body, refs)
-	for ref := range refs {
-		name, ok := strings.CutPrefix(ref, "#/components/schemas/")
-		if ok {
-			if _, found := doc.Components.Schemas[name]; !found {
-				t.Errorf("dangling %s", ref)
+	for name, extra := range map[string]map[string]http.Handler{
+		"as cmd mounts": {"/metrics": ok, "/": ok, "/assets/*": ok},
+		"no extras":     nil,
+		"other extras":  {"/metrics": ok, "/boom": ok},
+	} {
+		t.Run(name, func(t *testing.T) {
+			d := st.deps(st.eng)
+			d.Extra = extra
+			s := newServer(d)
+			r := st.mustStatus(t, req{base: st.serveHandler(s), method: "GET", path: "/openapi.json"}, http.StatusOK)
+			documented, err := openAPIRoutes(r.body)
+			if err != nil {
+				t.Fatal(err)
 			}
-			continue
-		}
-		name, ok = strings.CutPrefix(ref, "#/components/responses/")
-		if _, found := doc.Components.Responses[name]; !ok || !found {
-			t.Errorf("dangling %s", ref)
-		}
-	}
-	// The schemas the contract names exist, with the problem's code list.
-	for _, name := range []string{"Problem", "Session", "CreateSessionRequest", "Charger", "ChargerRequest", "TariffRequest", "SessionList"} {
-		if _, found := doc.Components.Schemas[name]; !found {
-			t.Errorf("no schema %s", name)
-		}
-	}
-	for code := range codeStatus {
-		if !strings.Contains(string(doc.Components.Schemas["Problem"]), `"`+code+`"`) {
-			t.Errorf("Problem schema misses code %s", code)
-		}
+			routed := routesOf(t, s)
+			for _, rt := range routed {
+				if !slices.Contains(documented, rt) {
+					t.Errorf("route %s is not in the OpenAPI document", rt)
+				}
+			}
+			for _, op := range documented {
+				if !slices.Contains(routed, op) {
+					t.Errorf("documented %s is not routed", op)
+				}
+			}
+			if _, err := openapitest.New(r.body); err != nil {
+				t.Fatal(err)
+			}
+			if name == "as cmd mounts" && !bytes.Equal(r.body, openAPIFile) {
+				t.Errorf("with cmd's mounts the served document is not api/openapi.json as it is")
+			}
+		})
 	}
 }
 
 func readyErr(err error) func(context.Context) error {
 	return func(context.Context) error { return err }
-}
-
-func collectRefs(t *testing.T, b []byte, refs map[string]bool) {
-	var v any
-	if err := json.Unmarshal(b, &v); err != nil {
-		t.Fatal(err)
-	}
-	var walk func(any)
-	walk = func(v any) {
-		switch v := v.(type) {
-		case map[string]any:
-			for k, x := range v {
-				if s, ok := x.(string); ok && k == "$ref" {
-					refs[s] = true
-				}
-				walk(x)
-			}
-		case []any:
-			for _, x := range v {
-				walk(x)
-			}
-		}
-	}
-	walk(v)
 }
 
 func TestErrorMapping(t *testing.T) {

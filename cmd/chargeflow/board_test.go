@@ -3,6 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +16,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/chargeflow/chargeflow/internal/openapitest"
 	"github.com/chargeflow/chargeflow/internal/testenv"
 )
 
@@ -253,7 +258,9 @@ func TestBoardInBrowser(t *testing.T) {
 }
 
 // startDevServe runs `chargeflow serve --dev` (demo traffic on) in this
-// process on free ports and returns its base URL; the test's cleanup stops it.
+// process on free ports and returns the base URL to talk to it at: a proxy
+// that checks every exchange against the service's OpenAPI document
+// (internal/openapitest). The test's cleanup stops both.
 func startDevServe(t *testing.T) string {
 	t.Helper()
 	port := testenv.FreePort(t)
@@ -305,5 +312,23 @@ func startDevServe(t *testing.T) string {
 			base = v
 		}
 	}
-	return base
+	return validatingProxy(t, base)
+}
+
+// validatingProxy puts a reverse proxy in front of base whose every exchange
+// (event streams flow through unbuffered) is checked against the document
+// base serves, and returns the proxy's URL.
+func validatingProxy(t *testing.T, base string) string {
+	t.Helper()
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.Transport = tr
+	srv := httptest.NewServer(openapitest.Handler(t, rp))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }

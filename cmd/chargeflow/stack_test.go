@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/chargeflow/chargeflow/charger/sim"
+	"github.com/chargeflow/chargeflow/internal/openapitest"
 	"github.com/chargeflow/chargeflow/internal/testenv"
 	"github.com/chargeflow/chargeflow/payscore/sandbox"
 )
@@ -82,7 +83,10 @@ func newStack(t *testing.T, backend string, chargers int) *stack {
 // env overrides settings: name, value, name, value…
 func newStackWith(t *testing.T, backend string, chargers int, bin string, env ...string) *stack {
 	t.Helper()
-	sb, err := sandbox.New(sandbox.Options{NotifyBackoff: 100 * time.Millisecond, NotifyTimeout: 2 * time.Second})
+	// Every exchange with the service — the test's own requests and the
+	// sandbox's notifications — is checked against its OpenAPI document.
+	sb, err := sandbox.New(sandbox.Options{NotifyBackoff: 100 * time.Millisecond, NotifyTimeout: 2 * time.Second,
+		NotifyClient: &http.Client{Transport: openapitest.Transport(t, nil)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +94,7 @@ func newStackWith(t *testing.T, backend string, chargers int, bin string, env ..
 	t.Cleanup(func() { sb.Close(); sbSrv.Close() })
 
 	port := testenv.FreePort(t)
-	s := &stack{t: t, backend: backend, sb: sb, sbURL: sbSrv.URL, prefix: "ev/v1", http: &http.Client{Timeout: 20 * time.Second}, bin: bin,
+	s := &stack{t: t, backend: backend, sb: sb, sbURL: sbSrv.URL, prefix: "ev/v1", http: &http.Client{Timeout: 20 * time.Second, Transport: openapitest.Transport(t, nil)}, bin: bin,
 		base: fmt.Sprintf("http://127.0.0.1:%d", port)}
 	s.env = map[string]string{
 		"CHARGEFLOW_HTTP_ADDR":           fmt.Sprintf("127.0.0.1:%d", port),
