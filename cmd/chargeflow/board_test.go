@@ -164,7 +164,9 @@ func TestBoardInBrowser(t *testing.T) {
 	}
 	// Something to bill first (a session that delivered less than a fen's
 	// worth is cancelled, not paid): the live amount, refreshed while open.
-	until("a live amount", `(() => { const r = document.querySelector('#d-live'); return r && Number(r.dataset.fen) > 0 ? r.dataset.fen : ''; })()`, 30*time.Second)
+	// At least two fen, so that the ¥0.01 refund below is partial and the
+	// session stays paid (refunding all of it would make it refunded).
+	until("a live amount", `(() => { const r = document.querySelector('#d-live'); return r && Number(r.dataset.fen) >= 2 ? r.dataset.fen : ''; })()`, 30*time.Second)
 
 	// Stop it through the UI, with the confirm dialog.
 	step("stop with confirmation",
@@ -188,6 +190,9 @@ func TestBoardInBrowser(t *testing.T) {
 	amount := eval(`document.querySelector('#d-amount').textContent`)
 	if !strings.HasPrefix(amount, "¥") || !strings.Contains(amount, ".") {
 		t.Fatalf("amount shown as %q, want yuan", amount)
+	}
+	if amount == "¥0.01" {
+		t.Fatalf("billed %s: the ¥0.01 refund below would refund all of it", amount)
 	}
 
 	// Refund ¥0.01 of it, with the dialog's amount and reason.
