@@ -279,9 +279,7 @@ func (h *brokerHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 		log.Warn("refused: will topic is not the charger's state topic", "will_topic", pk.Connect.WillTopic)
 		return false
 	}
-	ctx, cancel := context.WithTimeout(h.b.ctx, 5*time.Second)
-	defer cancel()
-	switch outcome, err := h.b.auth.check(ctx, user, pw); outcome {
+	switch outcome, err := h.b.auth.check(h.b.ctx, user, pw); outcome {
 	case authOK:
 		return true
 	case authOKStale:
