@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -81,6 +82,7 @@ type EmbeddedBroker struct {
 	closed  bool
 
 	locks sync.Map // charger id → *sync.Mutex, serialises handler calls per charger
+	auth  *verifier
 }
 
 var _ Link = (*EmbeddedBroker)(nil)
@@ -101,7 +103,8 @@ func NewEmbeddedBroker(cfg EmbeddedConfig) (*EmbeddedBroker, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &EmbeddedBroker{cfg: cfg, topics: Topics{Prefix: cfg.Prefix}, now: cfg.Now,
-		log: loggerOr(cfg.Logger).With("component", "mqtt-broker"), ctx: ctx, cancel: cancel}, nil
+		log: loggerOr(cfg.Logger).With("component", "mqtt-broker"), ctx: ctx, cancel: cancel,
+		auth: newVerifier(cfg.Credentials, runtime.GOMAXPROCS(0))}, nil
 }
 
 // Start binds the listener (a taken port fails here) and starts serving.
@@ -308,16 +311,19 @@ func (h *brokerHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 	}
 	ctx, cancel := context.WithTimeout(h.b.ctx, 5*time.Second)
 	defer cancel()
-	hash, ok, err := h.b.cfg.Credentials.ChargerPasswordHash(ctx, user)
-	if err != nil {
+	switch outcome, err := h.b.auth.check(ctx, user, pw); outcome {
+	case authOK:
+		return true
+	case authOKStale:
+		log.Warn("admitted on the credential verified before: charger registry unavailable", "err", err)
+		return true
+	case authUnavailable:
 		log.Error("refused: charger registry unavailable", "err", err)
 		return false
-	}
-	if !ok || !CheckPassword(hash, pw) {
+	default:
 		log.Warn("refused: unknown charger or wrong password", "charger", user)
 		return false
 	}
-	return true
 }
 
 // OnACLCheck applies the ACL of docs/protocol.md §1 to topics (write) and filters (read).
