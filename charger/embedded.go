@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,7 +30,12 @@ type Credentials interface {
 // EmbeddedConfig configures the embedded broker.
 type EmbeddedConfig struct {
 	ListenAddr string // e.g. ":1883"; ":0" picks a free port (see Addr)
-	Prefix     string // topic prefix, default "ev/v1"
+	// TLSListenAddr, when set, is a second listener speaking MQTT over TLS
+	// with TLSConfig (a server configuration, e.g. CertReloader's), with the
+	// same auth and ACL; ":0" picks a free port (see TLSAddr).
+	TLSListenAddr string
+	TLSConfig     *tls.Config
+	Prefix        string // topic prefix, default "ev/v1"
 	// ServiceUsername/ServicePassword is chargeflow's own account for tools
 	// that connect from outside (empty username: no such account). It may use
 	// everything under the prefix, $share included.
@@ -89,6 +95,9 @@ func NewEmbeddedBroker(cfg EmbeddedConfig) (*EmbeddedBroker, error) {
 	if cfg.ListenAddr == "" {
 		cfg.ListenAddr = ":1883"
 	}
+	if cfg.TLSListenAddr != "" && cfg.TLSConfig == nil {
+		return nil, errors.New("embedded broker: a TLS listener needs a TLSConfig")
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -119,6 +128,13 @@ func (b *EmbeddedBroker) Start(ctx context.Context, h Handler) error {
 	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.cfg.ListenAddr})); err != nil {
 		return fmt.Errorf("embedded broker: listen %s: %w", b.cfg.ListenAddr, err)
 	}
+	if b.cfg.TLSListenAddr != "" {
+		l := newTLSListener("tls", b.cfg.TLSListenAddr, b.cfg.TLSConfig, 10*time.Second, b.log)
+		if err := s.AddListener(l); err != nil {
+			_ = s.Close()
+			return fmt.Errorf("embedded broker: listen (TLS) %s: %w", b.cfg.TLSListenAddr, err)
+		}
+	}
 	b.h = h
 	if err := s.Serve(); err != nil {
 		_ = s.Close()
@@ -126,7 +142,7 @@ func (b *EmbeddedBroker) Start(ctx context.Context, h Handler) error {
 	}
 	b.server = s
 	b.started = true
-	b.log.Info("embedded mqtt broker listening", "addr", b.addrLocked())
+	b.log.Info("embedded mqtt broker listening", "addr", b.addrLocked(), "tls_addr", b.listenerAddrLocked("tls"))
 	return nil
 }
 
@@ -137,25 +153,39 @@ func (b *EmbeddedBroker) Addr() string {
 	return b.addrLocked()
 }
 
-func (b *EmbeddedBroker) addrLocked() string {
+func (b *EmbeddedBroker) addrLocked() string { return b.listenerAddrLocked("tcp") }
+
+func (b *EmbeddedBroker) listenerAddrLocked(id string) string {
 	if b.server == nil {
 		return ""
 	}
-	l, ok := b.server.Listeners.Get("tcp")
+	l, ok := b.server.Listeners.Get(id)
 	if !ok {
 		return ""
 	}
 	return l.Address()
 }
 
+// TLSAddr is the TLS listener's actual address, "" before Start or without one.
+func (b *EmbeddedBroker) TLSAddr() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.listenerAddrLocked("tls")
+}
+
 // URL is a tcp:// URL for clients on this host, "" before Start.
-func (b *EmbeddedBroker) URL() string {
-	addr := b.Addr()
+func (b *EmbeddedBroker) URL() string { return localURL("tcp", b.Addr()) }
+
+// TLSURL is an ssl:// URL of the TLS listener for clients on this host
+// (its certificate must name 127.0.0.1), "" before Start or without one.
+func (b *EmbeddedBroker) TLSURL() string { return localURL("ssl", b.TLSAddr()) }
+
+func localURL(scheme, addr string) string {
 	if addr == "" {
 		return ""
 	}
 	_, port, _ := net.SplitHostPort(addr)
-	return "tcp://127.0.0.1:" + port
+	return scheme + "://127.0.0.1:" + port
 }
 
 // SendCommand puts c into the charger's session (QoS 1, not retained); the

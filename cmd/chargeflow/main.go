@@ -4,6 +4,7 @@
 //	chargeflow sim             a fleet of simulated chargers
 //	chargeflow sandbox         the Huifu Pay Score sandbox as a server
 //	chargeflow bench           load scenarios, each figure beside its baseline
+//	chargeflow backup --to F   a consistent copy of the embedded store
 //
 // main only calls run; everything is injected so tests can start the real
 // program in-process.
@@ -41,6 +42,7 @@ commands:
   sim       run simulated chargers against an MQTT broker
   sandbox   run the Huifu Pay Score sandbox
   bench     run the load scenarios and print figures beside their baselines
+  backup    copy the embedded store consistently, while serve runs or not (backup --to FILE)
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
