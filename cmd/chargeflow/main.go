@@ -24,7 +24,7 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chargeflow:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -41,6 +41,7 @@ commands:
   sim       run simulated chargers against an MQTT broker
   sandbox   run the Huifu Pay Score sandbox
   bench     run the load scenarios and print figures beside their baselines
+  reconcile reconcile a Beijing day against Huifu's trade bill (--date YYYY-MM-DD)
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
