@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chargeflow/chargeflow/fsm"
+	"github.com/chargeflow/chargeflow/session"
 )
 
 // setting is one configuration variable of docs/service.md §4. Its flag is the
@@ -59,6 +60,7 @@ var settings = []setting{
 	{env: "CHARGEFLOW_OFFLINE_GRACE", def: "10m", help: "how long an offline charger's session waits for its queued end"},
 	{env: "CHARGEFLOW_POLL_INTERVAL", def: "30s", help: "how often an order is queried while a notification is awaited"},
 	{env: "CHARGEFLOW_DEBIT_RETRY", def: "1m,5m,30m,2h,6h,24h", help: "debit retry back-off; the last one repeats"},
+	{env: "CHARGEFLOW_RECONCILE_AT", def: "10:00", help: "Beijing time of day the daily reconciliation of the previous day runs (off disables)"},
 }
 
 // Config is the parsed configuration.
@@ -82,6 +84,11 @@ type Config struct {
 
 	LogFormat string
 	Machine   fsm.Config
+
+	// ReconcileAt is the Beijing time of day (from midnight) of the daily
+	// reconciliation; ReconcileOn is false when it is off.
+	ReconcileAt time.Duration
+	ReconcileOn bool
 }
 
 // Dev tokens, printed at start of serve --dev.
@@ -274,6 +281,11 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*C
 			continue
 		}
 		*d.dst = v
+	}
+	if at, on, err := session.ParseTimeOfDay(vals["CHARGEFLOW_RECONCILE_AT"]); err != nil {
+		bad("CHARGEFLOW_RECONCILE_AT", "%v", err)
+	} else {
+		c.ReconcileAt, c.ReconcileOn = at, on
 	}
 	c.Machine.DebitRetry = nil
 	for _, part := range strings.Split(vals["CHARGEFLOW_DEBIT_RETRY"], ",") {
