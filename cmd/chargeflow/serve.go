@@ -89,7 +89,11 @@ func (a *app) start(ctx context.Context) error {
 	// Store.
 	var st store.Store
 	if cfg.RedisURL != "" {
-		rs, err := redisstore.New(ctx, cfg.RedisURL, redisstore.Options{Prefix: cfg.RedisPrefix, Logger: a.log.With("component", "store")})
+		wait := cfg.RedisWaitTimeout
+		if wait == 0 {
+			wait = -1 // the policy is off
+		}
+		rs, err := redisstore.New(ctx, cfg.RedisURL, redisstore.Options{Prefix: cfg.RedisPrefix, WaitTimeout: wait, Logger: a.log.With("component", "store")})
 		if err != nil {
 			return fmt.Errorf("CHARGEFLOW_REDIS_URL: %w", err)
 		}
