@@ -46,6 +46,9 @@ func (e *Engine) perform(ctx context.Context, eff fsm.Effect) (string, error) {
 		e.log.Debug("effect no longer wanted", "session", s.ID, "effect", eff.Kind, "why", why)
 		return outcomeSkipped, nil
 	}
+	if err := e.durableEffect(ctx, s, eff); err != nil { // session/durable.go
+		return "", err
+	}
 	switch eff.Kind {
 	case fsm.EffSendStart:
 		return e.sendStart(ctx, s, eff)
