@@ -220,6 +220,11 @@ func (e *Engine) heardFrom(ctx context.Context, c store.Charger, at time.Time) {
 // order is queried. Applying the same notification twice changes nothing.
 // An error means "not applied": Huifu will send it again.
 func (e *Engine) HandleNotification(ctx context.Context, n payscore.Notification) error {
+	if n.OutOrderNo == "" {
+		// Acknowledged all the same: refused, Huifu would only send it again.
+		e.anomaly(ctx, store.Anomaly{Payload: []byte(n.Raw), Reason: "notification without out_order_no"})
+		return nil
+	}
 	s, err := e.store.SessionByOutOrderNo(ctx, n.OutOrderNo)
 	if errors.Is(err, store.ErrNotFound) {
 		e.anomaly(ctx, store.Anomaly{Payload: []byte(n.Raw), Reason: fmt.Sprintf("notification for unknown order %q", n.OutOrderNo)})
@@ -237,7 +242,7 @@ func (e *Engine) HandleNotification(ctx context.Context, n payscore.Notification
 		// The machine decides whether the user paid it themselves, from
 		// the record it applies to.
 		ev = fsm.Event{Type: fsm.EvPaid, At: now, By: fsm.ByPayScore, AmountFen: n.TransAmt, HfSeqID: n.TransHfSeqID, ReqDate: n.TransReqDate}
-		if n.TransHfSeqID == "" || n.TransReqDate == "" {
+		if n.TransHfSeqID == "" || n.TransReqDate == "" || len(n.Unreadable) > 0 {
 			// Not complete enough to refund from later: let the facts decide.
 			return e.reconcile(ctx, s.ID)
 		}
