@@ -282,9 +282,9 @@ func (s *Sandbox) ClientConfig(baseURL string) (payscore.Config, error) {
 	}
 	return payscore.Config{
 		BaseURL:   baseURL,
-		SysID:     firstNonEmpty(s.opts.SysID, "6666000100000000"),
-		ProductID: firstNonEmpty(s.opts.ProductID, "PAYUN"),
-		HuifuID:   firstNonEmpty(s.opts.HuifuID, "6666000100000001"),
+		SysID:     firstNonEmpty(s.opts.SysID, defaultSysID),
+		ProductID: firstNonEmpty(s.opts.ProductID, defaultProductID),
+		HuifuID:   firstNonEmpty(s.opts.HuifuID, defaultHuifuID),
 		ServiceID: firstNonEmpty(s.opts.ServiceID, DefaultServiceID),
 		Signer:    payscore.NewRSASigner(priv),
 		Verifier:  payscore.NewRSAVerifier(pub),
