@@ -32,6 +32,18 @@ func TestNotifyIncomplete(t *testing.T) {
 		t.Fatalf("not applied: %s", got.State)
 	}
 
+	// Without out_order_no but with our req_seq_id: applied to the session
+	// the req_seq_id names.
+	v2 := st.create(t, "CP1", 2)
+	o2, _ := st.sb.Order(v2.OutOrderNo)
+	confirm2 := map[string]any{"req_seq_id": o2.ReqSeqID, "state": payscore.StateDoing, "state_description": payscore.StateDescUserConfirm}
+	if r := st.postForm(t, signed(t, st, confirm2)); r.status != http.StatusOK || string(r.body) != "RECV_ORD_ID_"+o2.ReqSeqID {
+		t.Fatalf("confirm without out_order_no: %d %q", r.status, r.body)
+	}
+	if got := st.view(t, v2.ID); got.State != fsm.UserConfirmed {
+		t.Fatalf("not applied by req_seq_id: %s", got.State)
+	}
+
 	// A payment notification without out_order_no: acknowledged, kept.
 	pay := map[string]any{"trans_hf_seq_id": "HFX1", "trans_amt": "1.00", "trans_stat": "S"}
 	r = st.postForm(t, signed(t, st, pay))

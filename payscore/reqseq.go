@@ -70,6 +70,22 @@ func ReqSeqID(sessionID string, step Step, attempt int, reqDate string) string {
 	return prefix + "ZZ" + hex.EncodeToString(sum[:20])
 }
 
+// SessionOf returns the session id named by a req_seq_id of ReqSeqID's
+// direct form, or "" for any other serial (a hashed id, Huifu's own serial
+// of a user's payment): a notification without out_order_no can still be
+// applied by the req_seq_id it echoes.
+func SessionOf(reqSeqID string) string {
+	const head = 2 + 4 + 8
+	if len(reqSeqID) <= head || !alnum(reqSeqID) || !digits(reqSeqID[2:head]) {
+		return ""
+	}
+	switch Step(reqSeqID[:2]) {
+	case StepCreate, StepRegister, StepDebit, StepRefund:
+		return reqSeqID[head:]
+	}
+	return ""
+}
+
 func alnum(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]

@@ -157,6 +157,19 @@ func TestReqSeqID(t *testing.T) {
 	if got := payscore.ReqSeqID("01jbz3k5q8r9t2v4w6x8y0a2c4", payscore.StepDebit, 2, "20261204"); got != "DB00022026120401jbz3k5q8r9t2v4w6x8y0a2c4" {
 		t.Fatalf("layout changed: %s", got)
 	}
+	// SessionOf reads the session back from the direct form, and nothing
+	// from a hashed id or a serial that is not ours.
+	for id, want := range map[string]string{
+		payscore.ReqSeqID("01jbz3k5q8r9t2v4w6x8y0a2c4", payscore.StepDebit, 2, "20261204"): "01jbz3k5q8r9t2v4w6x8y0a2c4",
+		payscore.ReqSeqID("a", payscore.StepRefund, 9999, "20261204"):                      "a",
+		payscore.ReqSeqID("has-dash", payscore.StepCreate, 1, "20261204"):                  "",
+		payscore.ReqSeqID(strings.Repeat("z", 51), payscore.StepCreate, 1, "20261204"):     "",
+		"UP2026120412000000000001": "", "CR000120261204": "", "": "",
+	} {
+		if got := payscore.SessionOf(id); got != want {
+			t.Errorf("SessionOf(%q) = %q, want %q", id, got, want)
+		}
+	}
 }
 
 func TestDateFormatsAreBeijing(t *testing.T) {

@@ -94,16 +94,24 @@ func runPayScore(ctx context.Context, args []string, getenv func(string) string,
 			return err
 		}
 	}
+	// As serve reads them: the environment before the file, and NAME_FILE
+	// (a file holding the value, for secrets) beside NAME.
+	var unreadable []string
 	get := func(k string) string {
-		if v := getenv(k); v != "" {
-			return v
-		}
-		if f := getenv(k + "_FILE"); f != "" {
-			if b, err := os.ReadFile(f); err == nil {
+		for _, src := range []func(string) string{getenv, func(k string) string { return vals[k] }} {
+			if v := src(k); v != "" {
+				return v
+			}
+			if f := src(k + "_FILE"); f != "" {
+				b, err := os.ReadFile(f)
+				if err != nil {
+					unreadable = append(unreadable, fmt.Sprintf("%s_FILE: %v", k, err))
+					return ""
+				}
 				return strings.TrimSpace(string(b))
 			}
 		}
-		return vals[k]
+		return ""
 	}
 	var missing []string
 	need := func(k string) string {
@@ -117,6 +125,9 @@ func runPayScore(ctx context.Context, args []string, getenv func(string) string,
 		ProductID: need("CHARGEFLOW_HUIFU_PRODUCT_ID"), HuifuID: need("CHARGEFLOW_HUIFU_MERCHANT_ID"),
 		ServiceID: need("CHARGEFLOW_PAYSCORE_SERVICE_ID"), MaxSends: 1, Timeout: *timeout}
 	priv, pub := need("CHARGEFLOW_HUIFU_PRIVATE_KEY"), need("CHARGEFLOW_HUIFU_PUBLIC_KEY")
+	if len(unreadable) > 0 {
+		return fmt.Errorf("payscore check: %s", strings.Join(unreadable, "; "))
+	}
 	if len(missing) > 0 {
 		return fmt.Errorf("payscore check: missing %s", strings.Join(missing, ", "))
 	}
