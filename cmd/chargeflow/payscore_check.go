@@ -164,7 +164,8 @@ func firstNonEmptyString(s ...string) string {
 	return ""
 }
 
-// wireTap keeps the data of the last request and reply, to print them.
+// wireTap keeps the data of the last request and reply, to print them. The
+// probe is sequential: one request at a time.
 type wireTap struct {
 	next      http.RoundTripper
 	sent, got []byte
@@ -219,7 +220,7 @@ func (p *probe) run(ctx context.Context, openID string) bool {
 		{"openid", "required in practice: without it every debit fails"},
 	}
 	var created *payscore.CreateOrderResponse
-	ok := p.step(ctx, 1, "create", func(ctx context.Context) error {
+	ok := p.step(ctx, 1, "create", func(ctx context.Context) (string, error) {
 		var err error
 		created, err = p.client.CreateOrder(ctx, payscore.CreateOrderRequest{
 			ReqSeqID: payscore.AttemptOn(id, payscore.StepCreate, 1, now).ReqSeqID, ReqDate: now,
@@ -229,29 +230,32 @@ func (p *probe) run(ctx context.Context, openID string) bool {
 			PostPayments: []payscore.PostItem{{Name: "上线检查", Amount: 1}},
 			Location:     &payscore.Location{Start: "上线检查"},
 		})
-		return err
-	}, fields)
-	if ok {
-		fmt.Fprintf(p.out, "  reply fields: out_order_no %q; package %s [decided: for wx.openBusinessView]; state %s [decided]\n",
-			created.OutOrderNo, present(created.Package), present(created.State))
-	}
-	if !ok || created.OutOrderNo == "" {
-		if ok {
-			fmt.Fprintln(p.out, "  FAIL: the reply carries no out_order_no")
+		if err != nil {
+			return "", err
 		}
+		note := fmt.Sprintf("reply fields: out_order_no %q; package %s [decided: for wx.openBusinessView]; state %s [decided]",
+			created.OutOrderNo, present(created.Package), present(created.State))
+		if created.OutOrderNo == "" {
+			return note, errors.New("the reply carries no out_order_no")
+		}
+		return note, nil
+	}, fields)
+	if !ok {
+		fmt.Fprintln(p.out, "  (if create did execute, the order stays CREATED and expires unconfirmed after 30 days: no money moves)")
 		fmt.Fprintln(p.out, "step 2 query: skipped (create failed)\nstep 3 cancel: skipped (create failed)")
 		return false
 	}
 	loc := payscore.OrderLocator{OutOrderNo: created.OutOrderNo}
-	ok = p.step(ctx, 2, "query", func(ctx context.Context) error {
+	ok = p.step(ctx, 2, "query", func(ctx context.Context) (string, error) {
 		o, err := p.client.QueryOrder(ctx, loc)
-		if err == nil {
-			fmt.Fprintf(p.out, "  order: state %s %s; total_amount and collection come after complete [decided: fen; collection a JSON string], read tolerantly either way\n", o.State, o.StateDescription)
+		if err != nil {
+			return "", err
 		}
-		return err
+		return fmt.Sprintf("order: state %s %s; total_amount and collection come after complete [decided: fen; collection a JSON string], read tolerantly either way",
+			o.State, o.StateDescription), nil
 	}, nil) && ok
-	ok = p.step(ctx, 3, "cancel", func(ctx context.Context) error {
-		return p.client.CancelOrder(ctx, payscore.CancelOrderRequest{Order: loc, Reason: "上线检查"})
+	ok = p.step(ctx, 3, "cancel", func(ctx context.Context) (string, error) {
+		return "", p.client.CancelOrder(ctx, payscore.CancelOrderRequest{Order: loc, Reason: "上线检查"})
 	}, nil) && ok
 	fmt.Fprintln(p.out, "not exercised by the probe (no user confirms it): complete_time [decided: yyyyMMddHHmmss], the debit's fields; the first real session settles them")
 	return ok
@@ -267,9 +271,9 @@ func present(s string) string {
 }
 
 // step runs one call and prints what was sent, what came back, whether the
-// signature verified, and the verdict on each field named.
-func (p *probe) step(ctx context.Context, n int, name string, call func(context.Context) error, fields []decided) bool {
-	err := call(ctx)
+// signature verified, the verdict on each field named and the call's note.
+func (p *probe) step(ctx context.Context, n int, name string, call func(context.Context) (string, error), fields []decided) bool {
+	note, err := call(ctx)
 	fmt.Fprintf(p.out, "step %d %s\n", n, name)
 	fmt.Fprintf(p.out, "  sent: %s\n", orNone(p.tap.sent))
 	fmt.Fprintf(p.out, "  reply: %s\n", orNone(p.tap.got))
@@ -299,8 +303,11 @@ func (p *probe) step(ctx context.Context, n int, name string, call func(context.
 		}
 		fmt.Fprintf(p.out, "  field %s (%s): %s\n", f.name, f.what, verdict)
 	}
+	if note != "" {
+		fmt.Fprintf(p.out, "  %s\n", note)
+	}
 	if err != nil {
-		fmt.Fprintf(p.out, "  FAIL: %s %s: %v\n", name, "failed", err)
+		fmt.Fprintf(p.out, "  FAIL: %s failed: %v\n", name, err)
 		return false
 	}
 	fmt.Fprintln(p.out, "  PASS")

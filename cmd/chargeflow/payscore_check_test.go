@@ -59,6 +59,7 @@ func TestPayScoreCheck(t *testing.T) {
 			return strings.Replace(l, "CHARGEFLOW_PAYSCORE_SERVICE_ID="+sandbox.DefaultServiceID, "CHARGEFLOW_PAYSCORE_SERVICE_ID=svc-ours", 1)
 		})
 		out, err := payscoreCheck(t, file)
+		t.Log(out)
 		if err != nil || strings.Count(out, "  PASS") != 3 || !strings.Contains(out, "every step passed") || strings.Contains(out, "PRIVATE") {
 			t.Fatalf("%v\n%s", err, out)
 		}
@@ -75,6 +76,7 @@ func TestPayScoreCheck(t *testing.T) {
 	t.Run("unknown service id", func(t *testing.T) {
 		file, _ := probeSandbox(t, sandbox.Options{ServiceID: "svc-theirs"}, nil)
 		out, err := payscoreCheck(t, file)
+		t.Log(out)
 		if err == nil || !strings.Contains(out, "FAIL: create") || !strings.Contains(out, "field service_id (the configured CHARGEFLOW_PAYSCORE_SERVICE_ID): REFUSED") ||
 			!strings.Contains(out, "step 2 query: skipped") {
 			t.Fatalf("%v\n%s", err, out)
@@ -97,6 +99,7 @@ func TestPayScoreCheck(t *testing.T) {
 			return b.String()
 		})
 		out, err := payscoreCheck(t, file)
+		t.Log(out)
 		if err == nil || !strings.Contains(out, "FAIL: create") || !strings.Contains(out, "signature: NOT verified: it does not match CHARGEFLOW_HUIFU_PUBLIC_KEY") {
 			t.Fatalf("%v\n%s", err, out)
 		}
