@@ -36,6 +36,7 @@ type PayScore interface {
 	QueryDeduction(ctx context.Context, loc payscore.OrderLocator) (*payscore.DeductionStatus, error)
 	Debit(ctx context.Context, r payscore.DebitRequest) (*payscore.DebitResult, error)
 	Refund(ctx context.Context, r payscore.RefundRequest) (*payscore.RefundResult, error)
+	QueryRefund(ctx context.Context, q payscore.RefundQuery) (*payscore.RefundStatus, error)
 }
 
 // Commander publishes to chargers (a charger.Link).

@@ -239,16 +239,18 @@ func (r *Reconciler) sessionOf(ctx context.Context, h payscore.BillLine, byHf ma
 	if o := byHf[h.OrgHfSeqID]; h.OrgHfSeqID != "" && o != nil {
 		return o.sessionID
 	}
+	// step (2 letters), attempt (4 digits), req_date (8 digits), session id.
+	const head = 2 + 4 + 8
 	id := h.ReqSeqID
-	if len(id) <= 6 || id[2:4] == "ZZ" {
+	if len(id) <= head || id[2:4] == "ZZ" {
 		return ""
 	}
-	for _, c := range id[2:6] {
+	for _, c := range id[2:head] {
 		if c < '0' || c > '9' {
 			return ""
 		}
 	}
-	if s, err := r.cfg.Store.GetSession(ctx, id[6:]); err == nil {
+	if s, err := r.cfg.Store.GetSession(ctx, id[head:]); err == nil {
 		return s.ID
 	}
 	return ""
@@ -292,7 +294,7 @@ func sessionLedger(s fsm.Session) []*ledgerLine {
 	if p.HfSeqID != "" {
 		l := &ledgerLine{kind: payscore.BillDebit, sessionID: s.ID, hfSeqID: p.HfSeqID, day: p.ReqDate, amount: p.PaidFen}
 		if !p.ByUser && p.Debited > 0 {
-			l.reqSeqID = payscore.ReqSeqID(s.ID, payscore.StepDebit, p.Debited)
+			l.reqSeqID = payscore.ReqSeqID(s.ID, payscore.StepDebit, p.Debited, p.ReqDate)
 		}
 		switch {
 		case s.State == fsm.Paid || s.State == fsm.Refunded:
@@ -310,7 +312,7 @@ func sessionLedger(s fsm.Session) []*ledgerLine {
 			no = i + 1
 		}
 		l := &ledgerLine{kind: payscore.BillRefund, sessionID: s.ID, refundID: rf.ID, hfSeqID: rf.HfSeqID,
-			reqSeqID: payscore.ReqSeqID(s.ID, payscore.StepRefund, no), day: payscore.FormatDate(rf.At), amount: rf.AmountFen}
+			reqSeqID: payscore.ReqSeqID(s.ID, payscore.StepRefund, no, payscore.FormatDate(rf.At)), day: payscore.FormatDate(rf.At), amount: rf.AmountFen}
 		switch rf.Status {
 		case fsm.RefundSucceeded:
 			l.status = payscore.TransSucceeded
