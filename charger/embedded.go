@@ -44,6 +44,11 @@ type EmbeddedConfig struct {
 	MaxInflight      uint16
 	MaxMessageExpiry time.Duration
 	Now              func() time.Time // receive-time clock, default time.Now
+	// StorePath, when set, is a bbolt file where the broker keeps its state
+	// across a restart (mochi's own storage hook): client sessions,
+	// subscriptions, in-flight QoS 1 messages and retained messages
+	// (persist.go). Empty: all of it lives in memory.
+	StorePath string
 }
 
 // EmbeddedBroker is the Link for --dev and single-node use: a mochi MQTT
@@ -112,6 +117,9 @@ func (b *EmbeddedBroker) Start(ctx context.Context, h Handler) error {
 	s := mqtt.New(&mqtt.Options{Capabilities: caps, InlineClient: true, Logger: b.log})
 	if err := s.AddHook(&brokerHook{b: b}, nil); err != nil {
 		return fmt.Errorf("embedded broker: add hook: %w", err)
+	}
+	if err := b.addStoreHook(s); err != nil {
+		return err
 	}
 	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.cfg.ListenAddr})); err != nil {
 		return fmt.Errorf("embedded broker: listen %s: %w", b.cfg.ListenAddr, err)

@@ -185,7 +185,7 @@ func (a *app) start(ctx context.Context) error {
 		}
 		broker, err = charger.NewEmbeddedBroker(charger.EmbeddedConfig{ListenAddr: listenAddr, Prefix: cfg.MQTTPrefix,
 			ServiceUsername: cfg.MQTTUsername, ServicePassword: cfg.MQTTPassword, Credentials: session.Credentials(st),
-			Logger: a.log.With("component", "broker")})
+			StorePath: brokerStorePath(cfg), Logger: a.log.With("component", "broker")})
 		if err != nil {
 			return fmt.Errorf("CHARGEFLOW_MQTT_LISTEN: %w", err)
 		}
