@@ -131,7 +131,9 @@ func newStackWith(t *testing.T, backend string, chargers int, bin string, env ..
 			s.env["CHARGEFLOW_REDIS_URL"] = testenv.Redis(t)
 		}
 		s.env["CHARGEFLOW_REDIS_PREFIX"] = ns
-		s.env["CHARGEFLOW_MQTT_URL"] = testenv.MQTT(t)
+		if s.env["CHARGEFLOW_MQTT_URL"] == "" { // a broker the test restarts may be given in env
+			s.env["CHARGEFLOW_MQTT_URL"] = testenv.MQTT(t)
+		}
 		s.env["CHARGEFLOW_MQTT_PREFIX"] = s.prefix
 	default:
 		t.Fatalf("unknown backend %q", backend)
