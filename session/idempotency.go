@@ -127,7 +127,7 @@ func (e *Engine) CreateIdempotent(ctx context.Context, c Caller, key string, req
 		case rec.Status != idemInFlight && !rerun(rec.Status):
 			return replay(rec), nil
 		case rec.Status == idemInFlight && e.now().Sub(rec.ExpiresAt.Add(-e.cfg.IdempotencyTTL)) < e.cfg.InFlightTimeout &&
-			!e.abandonedByEarlierLife(rec.Body):
+			!e.abandoned(rec.Body, e.now().Sub(rec.ExpiresAt.Add(-e.cfg.IdempotencyTTL))):
 			return CreateAnswer{}, Errorf(CodeConflict, "a request with this Idempotency-Key is still being served: retry in a few seconds")
 		}
 		// A temporary failure, or an abandoned attempt: run it again with

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"testing"
+	"time"
 
 	"github.com/chargeflow/chargeflow/session"
 	"github.com/chargeflow/chargeflow/store"
@@ -37,9 +38,35 @@ func TestCreateIdempotentAfterCrash(t *testing.T) {
 	if _, err := h.eng.CreateIdempotent(bg, app, "other", req); session.ErrorCode(err) != session.CodeConflict {
 		t.Fatalf("in flight on another instance: %v", err)
 	}
+	// Created, never claimed: its process died before sending anything.
+	k := "create-session\x00app\x00miniprogram\x00unclaimed"
+	if _, _, err := st.PutIdempotency(bg, k, hash, session.DefaultIdempotencyTTL); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.eng.CreateIdempotent(bg, app, "unclaimed", req); session.ErrorCode(err) != session.CodeConflict {
+		t.Fatalf("unclaimed, just created: %v", err)
+	}
+	h.ahead.Add(int64(6 * time.Second))
+	if a, err := h.eng.CreateIdempotent(bg, app, "unclaimed", req); err != nil || a.Replayed || a.SessionID == "" {
+		t.Fatalf("unclaimed for 6 s: %+v %v", a, err)
+	}
+	if _, err := h.eng.Cancel(bg, mustSessionID(t, h, "CP-C"), "app"); err != nil {
+		t.Fatal(err)
+	}
+
 	inFlight("crashed", "01m8crashed0000000000000000", "test/an-earlier-boot")
 	a, err := h.eng.CreateIdempotent(bg, app, "crashed", req)
 	if err != nil || a.Replayed || a.SessionID != "01m8crashed0000000000000000" {
 		t.Fatalf("after the crash: %+v %v", a, err)
 	}
+}
+
+// mustSessionID is the active session on cp's connector 1.
+func mustSessionID(t *testing.T, h *harness, cp string) string {
+	t.Helper()
+	s, err := h.st.ActiveSession(bg, cp, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.ID
 }

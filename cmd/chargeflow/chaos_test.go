@@ -59,7 +59,11 @@ func TestChaosEmbedded(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for r := range rounds {
+				began := time.Now()
 				id, err := chaosSession(s, cp, r)
+				if d := time.Since(began); d > 15*time.Second {
+					t.Logf("%s round %d: session %s took %s", cp, r, id, d.Round(time.Millisecond))
+				}
 				mu.Lock()
 				if id != "" {
 					ids = append(ids, id)
