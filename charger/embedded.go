@@ -80,6 +80,9 @@ type EmbeddedBroker struct {
 	closed  bool
 
 	locks sync.Map // charger id → *sync.Mutex, serialises handler calls per charger
+	// pubMu: Close waits for publishes in progress, so none reaches the
+	// storage hook after mochi stopped it.
+	pubMu sync.RWMutex
 }
 
 var _ Link = (*EmbeddedBroker)(nil)
@@ -188,6 +191,8 @@ func (b *EmbeddedBroker) publish(cp, topic string, payload []byte) error {
 	if !ValidChargerID(cp) {
 		return fmt.Errorf("publish %s: invalid charger id %q", topic, cp)
 	}
+	b.pubMu.RLock()
+	defer b.pubMu.RUnlock()
 	b.mu.Lock()
 	s, ok := b.server, b.started && !b.closed
 	b.mu.Unlock()
@@ -212,7 +217,9 @@ func (b *EmbeddedBroker) Close() error {
 	b.closed = true
 	s := b.server
 	b.mu.Unlock()
-	b.cancel() // handlers in progress see ctx done; wills fired by our own shutdown are not delivered
+	b.cancel()     // handlers in progress see ctx done; wills fired by our own shutdown are not delivered
+	b.pubMu.Lock() // publishes in progress end; later ones see closed
+	b.pubMu.Unlock()
 	if s != nil {
 		return s.Close()
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/hooks/storage"
 	"github.com/mochi-mqtt/server/v2/hooks/storage/bolt"
 	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/mochi-mqtt/server/v2/system"
 	"go.etcd.io/bbolt"
 )
 
@@ -105,6 +106,10 @@ func (h *boltHook) StoredInflightMessages() ([]storage.Message, error) {
 	}
 	return msgs, err
 }
+
+// OnSysInfoTick writes nothing: the $SYS counters are not restored (below),
+// and a write a second for them would be a write for nothing.
+func (h *boltHook) OnSysInfoTick(*system.Info) {}
 
 // StoredSysInfo restores no $SYS counters: they describe a broker's own
 // life (and mochi's bolt hook logs an error for a new file that has none).
