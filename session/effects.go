@@ -50,10 +50,8 @@ func (e *Engine) perform(ctx context.Context, eff fsm.Effect) (string, error) {
 		return "", err
 	}
 	switch eff.Kind {
-	case fsm.EffSendStart:
-		return e.sendStart(ctx, s, eff)
-	case fsm.EffSendStop:
-		return e.send(ctx, eff, charger.Command{CmdID: eff.CmdID, Type: charger.CmdStop, SessionID: eff.Session, Connector: eff.Connector})
+	case fsm.EffSendStart, fsm.EffSendStop:
+		return e.command(ctx, s, eff) // sent again while unanswered (resend.go)
 	case fsm.EffCancelOrder:
 		return e.cancelOrder(ctx, eff)
 	case fsm.EffCompleteOrder:
@@ -85,18 +83,6 @@ func (e *Engine) send(ctx context.Context, eff fsm.Effect, c charger.Command) (s
 		return "", retry(fmt.Errorf("publish %s: %w", c.Type, err))
 	}
 	return outcomeDone, nil
-}
-
-// sendStart publishes the start command (the machine wants it only while
-// the session is user_confirmed and before the command's deadline, so a
-// stale start never reaches a charger).
-func (e *Engine) sendStart(ctx context.Context, s fsm.Session, eff fsm.Effect) (string, error) {
-	out, err := e.send(ctx, eff, charger.Command{CmdID: eff.CmdID, Type: charger.CmdStart,
-		SessionID: eff.Session, Connector: eff.Connector, Deadline: eff.Deadline, MaxEnergyWh: eff.MaxEnergyWh})
-	if err == nil && e.obs != nil {
-		e.obs.ConfirmToStart(e.now().Sub(s.ConfirmedAt))
-	}
-	return out, err
 }
 
 func (e *Engine) cancelOrder(ctx context.Context, eff fsm.Effect) (string, error) {

@@ -33,7 +33,7 @@ var settings = []setting{
 	{env: "CHARGEFLOW_REDIS_URL", secret: true, help: "Redis URL (redis://, rediss://); empty = embedded store"},
 	{env: "CHARGEFLOW_REDIS_PREFIX", def: "chargeflow", help: "key prefix in Redis, so that deployments can share one"},
 	{env: "CHARGEFLOW_REDIS_WAIT_TIMEOUT", def: "200ms", help: "how long a start, debit, refund or charger ack waits for a Redis replica to hold its commit (WAIT); 0 = don't wait"},
-	{env: "CHARGEFLOW_DATA_DIR", def: "./data", help: "embedded store directory"},
+	{env: "CHARGEFLOW_DATA_DIR", def: "./data", help: "embedded store directory (and the embedded broker's state)"},
 	{env: "CHARGEFLOW_MQTT_URL", help: "external broker (tcp://, ssl://, mqtts://); empty = embedded broker"},
 	{env: "CHARGEFLOW_MQTT_USERNAME", help: "chargeflow's own broker account"},
 	{env: "CHARGEFLOW_MQTT_PASSWORD", secret: true, help: "chargeflow's own broker password"},
