@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // verifier checks a charger's password against the registry's hash without
@@ -37,6 +39,14 @@ type verified struct {
 	sum  [32]byte // sha256(hash, 0, password)
 }
 
+// How long one registry read may take, and how long a connect may wait for
+// a slow-hash slot (the charger's CONNECT waits meanwhile: firmware and paho
+// allow 30 s for the CONNACK; a refusal would only bring it back).
+const (
+	registryTimeout = 5 * time.Second
+	slowQueueWait   = 25 * time.Second
+)
+
 func newVerifier(creds Credentials, slots int) *verifier {
 	if slots < 1 {
 		slots = 1
@@ -64,10 +74,12 @@ const (
 	authUnavailable             // the registry did not answer and nothing was verified before
 )
 
-// check verifies pw for charger id. err is the registry's error, if any
-// (reported with authOKStale and authUnavailable).
+// check verifies pw for charger id; ctx ends with the broker. err is the
+// registry's error, if any (reported with authOKStale and authUnavailable).
 func (v *verifier) check(ctx context.Context, id, pw string) (authOutcome, error) {
-	hash, ok, err := v.creds.ChargerPasswordHash(ctx, id)
+	rctx, cancel := context.WithTimeout(ctx, registryTimeout)
+	hash, ok, err := v.creds.ChargerPasswordHash(rctx, id)
+	cancel()
 	v.mu.Lock()
 	last, known := v.seen[id]
 	v.mu.Unlock()
@@ -87,8 +99,12 @@ func (v *verifier) check(ctx context.Context, id, pw string) (authOutcome, error
 	if known && last.hash == hash && subtle.ConstantTimeCompare(last.sum[:], sum[:]) == 1 {
 		return authOK, nil
 	}
+	wait := time.NewTimer(slowQueueWait)
+	defer wait.Stop()
 	select {
 	case v.slow <- struct{}{}:
+	case <-wait.C:
+		return authUnavailable, errors.New("too many password checks waiting")
 	case <-ctx.Done():
 		return authUnavailable, ctx.Err()
 	}

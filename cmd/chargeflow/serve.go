@@ -24,7 +24,6 @@ import (
 	"github.com/chargeflow/chargeflow/session"
 	"github.com/chargeflow/chargeflow/store"
 	boltstore "github.com/chargeflow/chargeflow/store/bolt"
-	redisstore "github.com/chargeflow/chargeflow/store/redis"
 )
 
 func init() { commands["serve"] = runServe }
@@ -87,19 +86,9 @@ func (a *app) start(ctx context.Context) error {
 	a.onClose(cancel)
 
 	// Store.
-	var st store.Store
-	if cfg.RedisURL != "" {
-		rs, err := redisstore.New(ctx, cfg.RedisURL, redisstore.Options{Prefix: cfg.RedisPrefix, Logger: a.log.With("component", "store")})
-		if err != nil {
-			return fmt.Errorf("CHARGEFLOW_REDIS_URL: %w", err)
-		}
-		st = rs
-	} else {
-		bs, err := boltstore.Open(cfg.DataDir, boltstore.Options{})
-		if err != nil {
-			return fmt.Errorf("CHARGEFLOW_DATA_DIR: %w", err)
-		}
-		st = bs
+	st, err := openStore(ctx, cfg, a.log)
+	if err != nil {
+		return err
 	}
 	a.onClose(func() { st.Close() })
 	if bs, ok := st.(*boltstore.Store); ok {
@@ -126,6 +115,9 @@ func (a *app) start(ctx context.Context) error {
 	if err := met.WatchStore(st, 0, nil); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
+	if err := met.WatchReconciliations(st, 0); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
 
 	// Pay Score.
 	var payCfg payscore.Config
@@ -149,18 +141,8 @@ func (a *app) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-	} else {
-		key, err := payscore.LoadPrivateKey(cfg.HuifuPrivateKey)
-		if err != nil {
-			return fmt.Errorf("CHARGEFLOW_HUIFU_PRIVATE_KEY: %w", err)
-		}
-		pub, err := payscore.LoadPublicKey(cfg.HuifuPublicKey)
-		if err != nil {
-			return fmt.Errorf("CHARGEFLOW_HUIFU_PUBLIC_KEY: %w", err)
-		}
-		payCfg = payscore.Config{BaseURL: cfg.HuifuBaseURL, SysID: cfg.HuifuSysID, ProductID: cfg.HuifuProductID,
-			HuifuID: cfg.HuifuMerchantID, ServiceID: cfg.PayScoreServiceID,
-			Signer: payscore.NewRSASigner(key), Verifier: payscore.NewRSAVerifier(pub)}
+	} else if payCfg, err = huifuConfig(cfg); err != nil {
+		return err
 	}
 	payCfg.NotifyURL = publicURL + "/notify/huifu/payscore"
 	payCfg.Logger = a.log.With("component", "payscore")
@@ -193,7 +175,7 @@ func (a *app) start(ctx context.Context) error {
 		}
 		bc := charger.EmbeddedConfig{ListenAddr: listenAddr, Prefix: cfg.MQTTPrefix,
 			ServiceUsername: cfg.MQTTUsername, ServicePassword: cfg.MQTTPassword, Credentials: session.Credentials(st),
-			Logger: a.log.With("component", "broker")}
+			StorePath: brokerStorePath(cfg), Logger: a.log.With("component", "broker")}
 		if err := a.embeddedTLS(&bc); err != nil {
 			return err
 		}
@@ -224,6 +206,9 @@ func (a *app) start(ctx context.Context) error {
 	}
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); _ = eng.Run(runCtx) }()
+	if err := a.startReconcile(runCtx, st, pay, eng); err != nil {
+		return err
+	}
 
 	// HTTP.
 	handler := api.NewServer(api.Deps{Engine: eng, Store: st, Verifier: payCfg.Verifier,
