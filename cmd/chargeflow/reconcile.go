@@ -63,6 +63,9 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 	}
 	log := newLogger(cfg.LogFormat, stderr)
 	st, err := openStore(ctx, cfg, log)
+	if err != nil && cfg.RedisURL == "" {
+		err = fmt.Errorf("%w (the embedded store belongs to one process: stop chargeflow serve first)", err)
+	}
 	if err != nil {
 		return &exitError{2, err}
 	}
