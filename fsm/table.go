@@ -290,6 +290,7 @@ func DefaultTable() Table {
 			{In: []State{Completed, Deducting}, Refuse: true, Reason: "a deduction is already in flight"},
 			{Refuse: true, Reason: "nothing to debit in {state}"}}},
 		{On: EvRefund, Otherwise: []Otherwise{
+			{When: keyOtherRefund, Refuse: true, Reason: "this Idempotency-Key was used for refund {keyed}, of another amount or reason"},
 			{When: keyUsed, Reason: "refund {keyed} was already asked for with this key"},
 			{In: []State{Paid}, Refuse: true, Reason: "refund {amount} exceeds the {left} left to refund"},
 			{Refuse: true, Reason: "only a paid session can be refunded"}}},

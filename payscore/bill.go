@@ -108,11 +108,11 @@ func (c *Client) QueryBillFiles(ctx context.Context, r BillRequest) ([]BillFile,
 	}
 	fileObjs, err := objectList(raw["file_details"])
 	if err != nil {
-		return nil, c.decodeError(PathTradeBill, fmt.Errorf("file_details: %w", err))
+		return nil, unreadable(PathTradeBill, fmt.Errorf("file_details: %w", err))
 	}
 	taskObjs, err := objectList(raw["task_details"])
 	if err != nil {
-		return nil, c.decodeError(PathTradeBill, fmt.Errorf("task_details: %w", err))
+		return nil, unreadable(PathTradeBill, fmt.Errorf("task_details: %w", err))
 	}
 	var files []BillFile
 	for _, o := range append(fileObjs, taskObjs...) {

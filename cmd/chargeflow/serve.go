@@ -23,6 +23,7 @@ import (
 	"github.com/chargeflow/chargeflow/payscore/sandbox"
 	"github.com/chargeflow/chargeflow/session"
 	"github.com/chargeflow/chargeflow/store"
+	boltstore "github.com/chargeflow/chargeflow/store/bolt"
 )
 
 func init() { commands["serve"] = runServe }
@@ -90,6 +91,9 @@ func (a *app) start(ctx context.Context) error {
 		return err
 	}
 	a.onClose(func() { st.Close() })
+	if bs, ok := st.(*boltstore.Store); ok {
+		a.startBackupSocket(cfg.DataDir, bs) // chargeflow backup, while serve holds the file (backup.go)
+	}
 	if err := ensureTariff(ctx, st); err != nil {
 		return err
 	}
@@ -153,8 +157,13 @@ func (a *app) start(ctx context.Context) error {
 	var broker *charger.EmbeddedBroker
 	mqttURL := cfg.MQTTURL
 	if cfg.MQTTURL != "" {
+		clientTLS, err := charger.ClientTLSConfig(cfg.MQTTCAFile) // used for ssl:// and mqtts:// only
+		if err != nil {
+			return fmt.Errorf("CHARGEFLOW_MQTT_CA_FILE: %w", err)
+		}
 		pl, err := charger.NewPahoLink(charger.PahoConfig{URL: cfg.MQTTURL, Username: cfg.MQTTUsername, Password: cfg.MQTTPassword,
-			ClientID: "chargeflow-" + cfg.InstanceID, Prefix: cfg.MQTTPrefix, ShareGroup: cfg.MQTTShareGroup, Logger: a.log.With("component", "mqtt")})
+			ClientID: "chargeflow-" + cfg.InstanceID, Prefix: cfg.MQTTPrefix, ShareGroup: cfg.MQTTShareGroup, TLSConfig: clientTLS,
+			Logger: a.log.With("component", "mqtt")})
 		if err != nil {
 			return fmt.Errorf("CHARGEFLOW_MQTT_URL: %w", err)
 		}
@@ -164,9 +173,13 @@ func (a *app) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		broker, err = charger.NewEmbeddedBroker(charger.EmbeddedConfig{ListenAddr: listenAddr, Prefix: cfg.MQTTPrefix,
+		bc := charger.EmbeddedConfig{ListenAddr: listenAddr, Prefix: cfg.MQTTPrefix,
 			ServiceUsername: cfg.MQTTUsername, ServicePassword: cfg.MQTTPassword, Credentials: session.Credentials(st),
-			Logger: a.log.With("component", "broker")})
+			Logger: a.log.With("component", "broker")}
+		if err := a.embeddedTLS(&bc); err != nil {
+			return err
+		}
+		broker, err = charger.NewEmbeddedBroker(bc)
 		if err != nil {
 			return fmt.Errorf("CHARGEFLOW_MQTT_LISTEN: %w", err)
 		}
@@ -186,7 +199,7 @@ func (a *app) start(ctx context.Context) error {
 		}
 	}
 	if err := link.Start(runCtx, met.WrapHandler(eng.HandleCharger)); err != nil {
-		return fmt.Errorf("mqtt: %w", err)
+		return fmt.Errorf("mqtt: %w", brokerConnectError(err))
 	}
 	if broker != nil {
 		mqttURL = broker.URL() // known once it listens
@@ -233,7 +246,7 @@ func (a *app) start(ctx context.Context) error {
 			return err
 		}
 	}
-	fmt.Fprintf(a.stdout, "chargeflow ready: http=%s mqtt=%s store=%s instance=%s\n", httpURL, mqttURL, storeName(cfg), cfg.InstanceID)
+	fmt.Fprintf(a.stdout, "chargeflow ready: http=%s mqtt=%s%s store=%s instance=%s\n", httpURL, mqttURL, tlsReady(broker), storeName(cfg), cfg.InstanceID)
 	if cfg.Dev {
 		fmt.Fprintf(a.stdout, "  live board:     %s/   (operator token: %s)\n", httpURL, devOperatorToken)
 		fmt.Fprintf(a.stdout, "  API tokens:     app %q, operator %q\n", devAppToken, devOperatorToken)
