@@ -87,6 +87,12 @@ func TestReconcileAfterChaos(t *testing.T) {
 	victim := s.get(ids[n-1])
 	date := time.Now().In(money.Beijing).Format("2006-01-02")
 	s.stop()
+	// A bill Huifu has not generated yet: the command could not run.
+	sb.HoldBills(true)
+	if code, out := s.reconcileCLI(date); code != 2 || !strings.Contains(out, "not ready") {
+		t.Fatalf("held bill: exit %d\n%s", code, out)
+	}
+	sb.HoldBills(false)
 	code, out := s.reconcileCLI(date)
 	if code != 0 || !strings.Contains(out, "matched — "+fmt.Sprint(n+3)+" matched, 0 differences") {
 		t.Fatalf("reconcile after chaos: exit %d\n%s", code, out)
