@@ -126,6 +126,10 @@ func TestReconcileAfterChaos(t *testing.T) {
 	if code, out := s.reconcileCLI("2026-02-30"); code != 2 {
 		t.Fatalf("bad date: exit %d\n%s", code, out)
 	}
+	var help syncBuffer
+	if err := run(context.Background(), []string{"reconcile", "--help"}, s.getenv, &help, &help); err != nil || !strings.Contains(help.String(), "Exit 0") {
+		t.Fatalf("help: %v %s", err, help.String())
+	}
 
 	// Back up with the daily run due since midnight: it reconciles
 	// yesterday (nothing happened then) by itself.
