@@ -1,6 +1,6 @@
 package payscore
 
-// The trade bill (交易结算对账单查询, docs/payscore.md §9): one signed query
+// The trade bill (交易结算对账单查询, docs/payscore.md §11): one signed query
 // names the day's files, each file is then downloaded from its
 // download_url (plain HTTPS, no signature) and parsed by ParseBill.
 

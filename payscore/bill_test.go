@@ -232,3 +232,26 @@ func TestTradeBillFromSandbox(t *testing.T) {
 		t.Fatalf("held: err = %v, want ErrBillNotReady", err)
 	}
 }
+
+// FuzzParseBill: whatever a file holds, the parser answers lines, problems
+// or an error — never a panic — and every line it returns has a serial.
+func FuzzParseBill(f *testing.F) {
+	f.Add([]byte(chineseBill))
+	f.Add([]byte("req_seq_id\thf_seq_id\ttrans_amt_fen\nA\tB\t1\n"))
+	f.Add([]byte("请求流水号|交易金额\n`x|=\"1.00\"\n合计\n总笔数,1\n"))
+	f.Add([]byte("PK\x03\x04"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := payscore.ParseBill(b)
+		if err != nil {
+			return
+		}
+		for _, l := range p.Lines {
+			if l.ReqSeqID == "" && l.HfSeqID == "" {
+				t.Fatalf("a line without serial: %+v", l)
+			}
+			if l.Amount < 0 {
+				t.Fatalf("a negative amount: %+v", l)
+			}
+		}
+	})
+}

@@ -233,24 +233,17 @@ func (r *Reconciler) match(ctx context.Context, day string, bill []payscore.Bill
 }
 
 // sessionOf finds the session a line we have no record of belongs to, when
-// it can: a refund names its payment (ours?), and our own req_seq_ids carry
-// the session id after their step and attempt (payscore.ReqSeqID).
+// it can: a refund names its payment (ours?), and our own req_seq_ids name
+// their session (payscore.SessionOf).
 func (r *Reconciler) sessionOf(ctx context.Context, h payscore.BillLine, byHf map[string]*ledgerLine) string {
 	if o := byHf[h.OrgHfSeqID]; h.OrgHfSeqID != "" && o != nil {
 		return o.sessionID
 	}
-	// step (2 letters), attempt (4 digits), req_date (8 digits), session id.
-	const head = 2 + 4 + 8
-	id := h.ReqSeqID
-	if len(id) <= head || id[2:4] == "ZZ" {
+	id := payscore.SessionOf(h.ReqSeqID)
+	if id == "" {
 		return ""
 	}
-	for _, c := range id[2:head] {
-		if c < '0' || c > '9' {
-			return ""
-		}
-	}
-	if s, err := r.cfg.Store.GetSession(ctx, id[head:]); err == nil {
+	if s, err := r.cfg.Store.GetSession(ctx, id); err == nil {
 		return s.ID
 	}
 	return ""
