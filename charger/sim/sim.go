@@ -64,6 +64,10 @@ type Config struct {
 	// <StateDir>/<id>.json, read at the first power-up and written on every
 	// change (see nvm.go). Empty: the NVM lives in memory only.
 	StateDir string
+	// OnCommand, when set, is called with every well-formed command a
+	// charger receives, as it receives it (under the charger's lock: keep it
+	// cheap). Benchmarks time a start's arrival with it.
+	OnCommand func(chargerID string, cmd charger.Command)
 }
 
 // ChargerSpec is one simulated charger.
@@ -530,6 +534,9 @@ func (c *Charger) commandLocked(p *power, payload []byte) {
 		return
 	}
 	cmd := msg.(charger.Command)
+	if c.cfg.OnCommand != nil {
+		c.cfg.OnCommand(c.id, cmd)
+	}
 	c.commands = append(c.commands, cmd)
 	if prev, ok := c.nvm.answers[cmd.CmdID]; ok {
 		c.publishLocked(p, c.topics.Up(c.id, charger.KindAck), prev, false) // same answer, not executed again

@@ -33,10 +33,13 @@ var benchScenarios = []struct {
 	{"payscore", benchPayScore},
 	{"engine", benchEngine},
 	{"reconnect", benchReconnect},
+	{"burst", benchBurst},
+	{"valley", benchValley},
 }
 
-const benchUsage = `usage: chargeflow bench [--scenario fsm,store,mqtt,payscore,engine,reconnect] [--duration 5s]
-                       [--redis URL] [--mqtt URL] [--sessions N] [--chargers C] [--json]
+const benchUsage = `usage: chargeflow bench [--scenario fsm,store,mqtt,payscore,engine,reconnect,burst,valley]
+                       [--duration 5s] [--redis URL] [--mqtt URL] [--sessions N] [--rate R]
+                       [--chargers C] [--json]
 
 Runs load scenarios and prints each figure beside a baseline measured in the
 same run, and their ratio (figure / baseline). The figure and its baseline are
@@ -67,7 +70,8 @@ type bench struct {
 	duration time.Duration
 	redisURL string
 	mqttURL  string
-	sessions int
+	sessions int // 0: each scenario's default (benchSessions)
+	rate     int // sessions a second in the valley scenario
 	chargers int
 	json     bool
 
@@ -77,6 +81,22 @@ type bench struct {
 	runID          string       // unique per run: key prefixes, topic prefixes, client ids
 
 	rows, failed int
+	rigs         int // engine rigs set up so far (bench_rig.go)
+}
+
+// benchMaxSessions bounds --sessions; the engine scenario, which runs a
+// charger and a goroutine per concurrent session, takes fewer.
+const (
+	benchMaxSessions       = 5000
+	benchMaxEngineSessions = 256
+)
+
+// sessionsOr is --sessions, or def when it was not given.
+func (b *bench) sessionsOr(def int) int {
+	if b.sessions > 0 {
+		return b.sessions
+	}
+	return def
 }
 
 // benchMaxOps bounds every measuring loop in count, whatever the duration.
@@ -96,7 +116,8 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	duration := fs.Duration("duration", 5*time.Second, "how long the figure, and then its baseline, are measured (per row)")
 	redisURL := fs.String("redis", getenv("CHARGEFLOW_REDIS_URL"), "Redis for the store scenario's redis row (default $CHARGEFLOW_REDIS_URL; none: row skipped)")
 	mqttURL := fs.String("mqtt", getenv("CHARGEFLOW_MQTT_URL"), "MQTT broker (Mosquitto) for the mqtt scenario's paho row (default $CHARGEFLOW_MQTT_URL; none: row skipped)")
-	sessions := fs.Int("sessions", 8, "concurrent sessions in the engine scenario (and its baseline)")
+	sessions := fs.Int("sessions", 0, "sessions: concurrent in the engine scenario (default 8, at most 256), confirmed at once in burst (default 200), created at --rate in valley (default 3000); at most 5000")
+	rate := fs.Int("rate", 200, "sessions created and confirmed a second in the valley scenario")
 	chargers := fs.Int("chargers", 200, "chargers with passwords connecting at once in the reconnect scenario")
 	jsonOut := fs.Bool("json", false, "print one JSON object per row instead of a table")
 	fs.Usage = func() {
@@ -112,8 +133,11 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if *duration <= 0 || *duration > 10*time.Minute {
 		return fmt.Errorf("bench: --duration must be between 0 and 10m, got %s", *duration)
 	}
-	if *sessions < 1 || *sessions > 256 {
-		return fmt.Errorf("bench: --sessions must be between 1 and 256, got %d", *sessions)
+	if *sessions < 0 || *sessions > benchMaxSessions {
+		return fmt.Errorf("bench: --sessions must be between 1 and %d (0: each scenario's default), got %d", benchMaxSessions, *sessions)
+	}
+	if *rate < 1 || *rate > 10000 {
+		return fmt.Errorf("bench: --rate must be between 1 and 10000 sessions a second, got %d", *rate)
 	}
 	if *chargers < 1 || *chargers > 15000 {
 		return fmt.Errorf("bench: --chargers must be between 1 and 15000 (one process holds at most 20,000 open files here), got %d", *chargers)
@@ -134,10 +158,13 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if len(selected) == 0 {
 		return errors.New("bench: no scenario selected")
 	}
+	if slices.Contains(selected, "engine") && *sessions > benchMaxEngineSessions {
+		return fmt.Errorf("bench: --sessions must be at most %d for the engine scenario (one simulated charger and goroutine each), got %d", benchMaxEngineSessions, *sessions)
+	}
 
 	var id [4]byte
 	_, _ = rand.Read(id[:])
-	b := &bench{duration: *duration, redisURL: *redisURL, mqttURL: *mqttURL, sessions: *sessions, chargers: *chargers, json: *jsonOut,
+	b := &bench{duration: *duration, redisURL: *redisURL, mqttURL: *mqttURL, sessions: *sessions, rate: *rate, chargers: *chargers, json: *jsonOut,
 		stdout: stdout, stderr: stderr, runID: "cfbench" + hex.EncodeToString(id[:]),
 		log:       slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		brokerLog: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))}

@@ -3,25 +3,20 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/chargeflow/chargeflow/charger"
 	"github.com/chargeflow/chargeflow/charger/sim"
 	"github.com/chargeflow/chargeflow/fsm"
-	"github.com/chargeflow/chargeflow/money"
 	"github.com/chargeflow/chargeflow/payscore"
 	"github.com/chargeflow/chargeflow/payscore/sandbox"
 	"github.com/chargeflow/chargeflow/session"
 	"github.com/chargeflow/chargeflow/store"
-	boltstore "github.com/chargeflow/chargeflow/store/bolt"
 )
 
 // benchObserver keeps the engine's own confirm→start-sent durations.
@@ -139,162 +134,6 @@ func benchServer(h http.Handler) (string, func(), error) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ln) }()
 	return "http://" + ln.Addr().String(), func() { _ = srv.Close(); <-done }, nil
-}
-
-// engineRig is the real engine with the bolt store, the embedded broker,
-// simulated chargers and the Pay Score sandbox over loopback HTTP.
-type engineRig struct {
-	b       *bench
-	st      store.Store
-	sb      *sandbox.Sandbox
-	sbURL   string
-	eng     *session.Engine
-	fleet   *sim.Fleet
-	watch   *feedWatch
-	obs     *benchObserver
-	tr      *http.Transport // every HTTP client of the rig, closed at the end
-	closers []func()
-}
-
-func (r *engineRig) close() {
-	for i := len(r.closers) - 1; i >= 0; i-- {
-		r.closers[i]()
-	}
-}
-
-func (r *engineRig) onClose(f func()) { r.closers = append(r.closers, f) }
-
-const benchSimPassword = "bench-charger-password"
-
-func newEngineRig(ctx context.Context, b *bench) (_ *engineRig, err error) {
-	r := &engineRig{b: b, watch: newFeedWatch(), obs: &benchObserver{}}
-	defer func() {
-		if err != nil {
-			r.close()
-		}
-	}()
-	r.tr = &http.Transport{MaxIdleConnsPerHost: 4 * b.sessions, IdleConnTimeout: 30 * time.Second}
-	r.onClose(r.tr.CloseIdleConnections)
-
-	dir, err := os.MkdirTemp("", "chargeflow-bench-")
-	if err != nil {
-		return nil, err
-	}
-	r.onClose(func() { os.RemoveAll(dir) })
-	st, err := boltstore.Open(dir, boltstore.Options{Logger: b.log})
-	if err != nil {
-		return nil, err
-	}
-	r.st = st
-	r.onClose(func() { st.Close() })
-	if err := st.PutTariff(ctx, money.DefaultTariff()); err != nil {
-		return nil, err
-	}
-
-	sb, err := sandbox.New(sandbox.Options{NotifyBackoff: 200 * time.Millisecond, NotifyTimeout: 5 * time.Second,
-		NotifyClient: &http.Client{Transport: r.tr}, Logger: b.log})
-	if err != nil {
-		return nil, err
-	}
-	r.sb = sb
-	r.onClose(func() { sb.Close() })
-	sbURL, stopSB, err := benchServer(sb.Handler())
-	if err != nil {
-		return nil, err
-	}
-	r.sbURL = sbURL
-	r.onClose(stopSB)
-	r.onClose(func() { sb.Close() }) // before its server: abandon notifications in flight
-
-	payCfg, err := sb.ClientConfig(sbURL)
-	if err != nil {
-		return nil, err
-	}
-	// The notify endpoint is the engine's, as api serves it; the engine is
-	// created below, and notifications only come after its first session.
-	var eng atomic.Pointer[session.Engine]
-	notifyURL, stopNotify, err := benchServer(payscore.NotifyHandler(payCfg.Verifier, func(ctx context.Context, n payscore.Notification) error {
-		e := eng.Load()
-		if e == nil {
-			return errors.New("engine not running")
-		}
-		return e.HandleNotification(ctx, n)
-	}, payscore.NotifyOptions{Logger: b.log}))
-	if err != nil {
-		return nil, err
-	}
-	r.onClose(stopNotify)
-	payCfg.NotifyURL = notifyURL + "/notify/huifu/payscore"
-	payCfg.HTTPClient = &http.Client{Transport: r.tr}
-	payCfg.Logger = b.log
-	pay, err := payscore.New(payCfg)
-	if err != nil {
-		return nil, err
-	}
-
-	broker, err := charger.NewEmbeddedBroker(charger.EmbeddedConfig{ListenAddr: "127.0.0.1:0",
-		Credentials: session.Credentials(st), Logger: b.brokerLog})
-	if err != nil {
-		return nil, err
-	}
-	mcfg := fsm.DefaultConfig()
-	mcfg.PollInterval = 2 * time.Second // a lost notification costs the run 2 s, not 30
-	e, err := session.New(session.Config{Machine: mcfg, InstanceID: b.runID}, st, pay, broker, b.log, r.obs, nil)
-	if err != nil {
-		return nil, err
-	}
-	r.eng = e
-	eng.Store(e)
-	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	if err := broker.Start(runCtx, e.HandleCharger); err != nil {
-		cancel()
-		return nil, err
-	}
-	var wg sync.WaitGroup
-	r.onClose(func() { cancel(); wg.Wait() }) // workers and the feed watcher, after the broker
-	r.onClose(func() { broker.Close() })
-	after, err := st.LatestChangeID(ctx)
-	if err != nil {
-		return nil, err
-	}
-	wg.Go(func() { r.watch.run(runCtx, st, after) })
-	wg.Go(func() { _ = e.Run(runCtx) })
-
-	specs := make([]sim.ChargerSpec, b.sessions)
-	for i := range specs {
-		id := fmt.Sprintf("BENCH-%03d", i+1)
-		if _, err := e.PutCharger(ctx, id, session.ChargerRequest{Connectors: []int{1}, TariffID: "default", Password: benchSimPassword}); err != nil {
-			return nil, fmt.Errorf("register %s: %w", id, err)
-		}
-		specs[i] = sim.ChargerSpec{ID: id, Password: benchSimPassword, Connectors: []int{1}}
-	}
-	// A sample every 100 ms at 720 kW: 20 Wh, enough to cost a few fen in
-	// every tariff period, so a session can stop after its first sample.
-	fleet, err := sim.New(sim.Config{BrokerURL: broker.URL(), Chargers: specs, MeterInterval: 100 * time.Millisecond,
-		PowerW: 720_000, TxnResend: 500 * time.Millisecond, Logger: b.log})
-	if err != nil {
-		return nil, err
-	}
-	r.fleet = fleet
-	if err := fleet.Start(ctx); err != nil {
-		fleet.Close()
-		return nil, fmt.Errorf("simulated chargers: %w", err)
-	}
-	r.onClose(func() { fleet.Close() }) // before the broker stops
-	deadline := time.Now().Add(20 * time.Second)
-	for _, sp := range specs {
-		for {
-			c, err := st.GetCharger(ctx, sp.ID)
-			if err == nil && c.Online {
-				break
-			}
-			if time.Now().After(deadline) {
-				return nil, fmt.Errorf("charger %s not online after 20s", sp.ID)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	return r, nil
 }
 
 // sessionTimes are the durations of one benchmarked session.
@@ -439,7 +278,8 @@ func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond)
 // sandbox, N at a time.
 func benchEngine(ctx context.Context, b *bench) {
 	const name = "engine.sessions"
-	r, err := newEngineRig(ctx, b)
+	conc := b.sessionsOr(8)
+	r, err := newEngineRig(ctx, b, rigOptions{chargers: conc, connectors: 1, meterInterval: 100 * time.Millisecond})
 	if err != nil {
 		b.fail(name, fmt.Errorf("set-up: %w", err))
 		return
@@ -466,7 +306,7 @@ func benchEngine(ctx context.Context, b *bench) {
 		b.fail(name, err)
 		return
 	}
-	rawN, rawT, err := concurrently(ctx, b.sessions, b.duration, func(ctx context.Context, w, i int) error {
+	rawN, rawT, err := concurrently(ctx, conc, b.duration, func(ctx context.Context, w, i int) error {
 		return rawSequence(ctx, raw, r.sb, fmt.Sprintf("raw%s%03d%06d", b.runID, w, i))
 	})
 	if err != nil {
@@ -477,7 +317,7 @@ func benchEngine(ctx context.Context, b *bench) {
 	chargers := r.fleet.Chargers()
 	var mu sync.Mutex
 	var confirmToCharging, stopToPaid, total []time.Duration
-	n, elapsed, err := concurrently(ctx, b.sessions, b.duration, func(ctx context.Context, w, i int) error {
+	n, elapsed, err := concurrently(ctx, conc, b.duration, func(ctx context.Context, w, i int) error {
 		t, err := r.session(ctx, chargers[w], fmt.Sprintf("bench-user-%d", w))
 		if err == nil {
 			mu.Lock()
@@ -502,7 +342,7 @@ func benchEngine(ctx context.Context, b *bench) {
 		Extra: map[string]float64{"confirm_to_charging_p50_ms": ms(p50), "confirm_to_charging_p95_ms": ms(p95),
 			"engine_confirm_to_start_sent_p50_ms": ms(e50), "engine_confirm_to_start_sent_p95_ms": ms(e95),
 			"stop_to_paid_p50_ms": ms(percentile(stopToPaid, 0.5)), "session_p50_ms": ms(percentile(total, 0.5)),
-			"concurrent": float64(b.sessions)},
+			"concurrent": float64(conc)},
 		Notes: fmt.Sprintf("%d concurrent; confirm→charging p50 %.0fms p95 %.0fms (engine's confirm→start sent p50 %.1fms p95 %.1fms); stop→paid p50 %.0fms; session p50 %.0fms",
-			b.sessions, ms(p50), ms(p95), ms(e50), ms(e95), ms(percentile(stopToPaid, 0.5)), ms(percentile(total, 0.5)))})
+			conc, ms(p50), ms(p95), ms(e50), ms(e95), ms(percentile(stopToPaid, 0.5)), ms(percentile(total, 0.5)))})
 }

@@ -273,13 +273,7 @@ func (b *bench) emitMQTTPaho(ctx context.Context) {
 	}
 	// The link keeps a persistent session (clean session false): remove it
 	// from the broker afterwards by connecting once more with a clean one.
-	defer func() {
-		if c, err := benchPaho(brokerURL, linkID, user, pass); err == nil {
-			c.Disconnect(100)
-		} else {
-			fmt.Fprintf(b.stderr, "chargeflow bench: could not remove the persistent session %s: %v\n", linkID, err)
-		}
-	}()
+	defer dropPersistentSession(b, brokerURL, linkID, user, pass)
 	sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	err = link.Start(sctx, r.handler)
 	cancel()

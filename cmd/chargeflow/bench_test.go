@@ -127,7 +127,7 @@ func TestBenchMQTT(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, errOut, out)
 	}
-	checkTable(t, out, "mqtt.embedded", "mqtt.mosquitto")
+	checkTable(t, out, "mqtt.embedded", "mqtt.embedded.store", "mqtt.embedded.burst", "mqtt.mosquitto")
 }
 
 // Without --redis and --mqtt the rows that need them are skipped (said on
@@ -200,7 +200,10 @@ func TestBenchFlags(t *testing.T) {
 		{"--scenario", "nope"},
 		{"--scenario", ","},
 		{"--duration", "0s"},
-		{"--sessions", "0"},
+		{"--sessions", "-1"},
+		{"--sessions", "5001"},
+		{"--scenario", "engine", "--sessions", "300"},
+		{"--rate", "0"},
 		{"extra"},
 	} {
 		var out, errOut bytes.Buffer
@@ -223,5 +226,56 @@ func TestBenchReconnect(t *testing.T) {
 	checkTable(t, out, "reconnect.first", "reconnect.again")
 	if _, _, err := runBenchCmd(t, "--scenario", "reconnect", "--chargers", "0"); err == nil || !strings.Contains(err.Error(), "--chargers") {
 		t.Fatalf("--chargers 0: %v", err)
+	}
+}
+
+// TestBenchBurst: a tiny burst on the embedded stack and on Redis +
+// Mosquitto; every row measured, nothing left running (runBenchCmd).
+func TestBenchBurst(t *testing.T) {
+	redis, mqtt := testenv.Redis(t), testenv.MQTT(t)
+	out, errOut, err := runBenchCmd(t, "--scenario", "burst", "--sessions", "4", "--redis", redis, "--mqtt", mqtt)
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, errOut, out)
+	}
+	checkTable(t, out, "burst.embedded", "burst.redis+mosquitto")
+}
+
+// TestBenchValley: a tiny valley on the embedded stack, as JSON: every
+// session either reached its charger's start or is counted as missed, and
+// the row without --redis/--mqtt is skipped, not failed.
+func TestBenchValley(t *testing.T) {
+	out, errOut, err := runBenchCmd(t, "--scenario", "valley", "--sessions", "4", "--rate", "50", "--json")
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, errOut, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("want one JSON row, got:\n%s", out)
+	}
+	var row benchRow
+	if err := json.Unmarshal([]byte(lines[0]), &row); err != nil {
+		t.Fatalf("row is not JSON: %v\n%s", err, out)
+	}
+	if row.Scenario != "valley.embedded" || row.Error != "" {
+		t.Fatalf("row %+v", row)
+	}
+	if row.Figure <= 0 || row.Baseline <= 0 || row.Ratio <= 0 {
+		t.Errorf("figure %g, baseline %g, ratio %g", row.Figure, row.Baseline, row.Ratio)
+	}
+	missed, ok := row.Extra["missed_start"]
+	if !ok {
+		t.Errorf("no extra missed_start: %v", row.Extra)
+	}
+	if got := float64(row.Ops) + missed + row.Extra["failed_before_confirm"]; got != 4 || row.BaselineOps != 4 {
+		t.Errorf("%d started + %g missed + %g failed, %d baseline messages; want 4 sessions and 4 messages",
+			row.Ops, missed, row.Extra["failed_before_confirm"], row.BaselineOps)
+	}
+	for _, k := range []string{"confirm_to_start_received_p50_ms", "engine_confirm_to_start_sent_p99_ms", "broker_pub_to_recv_p99_ms"} {
+		if row.Extra[k] <= 0 {
+			t.Errorf("extra %s = %g, want > 0", k, row.Extra[k])
+		}
+	}
+	if !strings.Contains(errOut, "valley.redis+mosquitto skipped") {
+		t.Errorf("stderr does not say the redis+mosquitto row was skipped:\n%s", errOut)
 	}
 }
