@@ -93,11 +93,12 @@ func (b *bench) valleyRow(ctx context.Context, row string, s, rate int, o rigOpt
 	if len(got) == 0 {
 		return fmt.Errorf("no start reached a charger within %s of its confirmation (%d missed, %d failed: %v)", valleyStartTimeout, missed, failed, firstErr)
 	}
-	sent := r.engineStartSent(sentFrom)
 	base, err := r.brokerLatency(ctx, s)
 	if err != nil {
 		return fmt.Errorf("baseline: %w", err)
 	}
+	// After the baseline: an Observer call can follow its start's arrival.
+	sent := r.engineStartSent(sentFrom)
 	b.emitStartRow(row, got, sent, base, missed,
 		map[string]float64{"sessions": float64(s), "rate_per_s": float64(rate), "offered_s": offered.Seconds(),
 			"failed_before_confirm": float64(failed), "chargers": float64(o.chargers), "start_timeout_s": valleyStartTimeout.Seconds()},
