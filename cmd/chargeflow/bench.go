@@ -181,7 +181,11 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 			return err
 		}
 		// Every scenario stops by itself; this only bounds a hang.
-		sctx, cancel := context.WithTimeout(ctx, 4*b.duration+2*time.Minute)
+		limit := 4*b.duration + 2*time.Minute
+		if budget := benchBudgets[s.name]; budget != nil {
+			limit = budget(b)
+		}
+		sctx, cancel := context.WithTimeout(ctx, limit)
 		s.run(sctx, b)
 		cancel()
 	}

@@ -14,8 +14,11 @@ import (
 // confirm→start sent beside it in extra); the baseline is the same broker's
 // publish→receive p99 for N QoS 1 messages, in the same run. See
 // docs/bench.md.
+// burstSessions is the burst scenario's --sessions by default.
+const burstSessions = 200
+
 func benchBurst(ctx context.Context, b *bench) {
-	n := b.sessionsOr(200)
+	n := b.sessionsOr(burstSessions)
 	startStacks(b, "burst", func(row string, o rigOptions) {
 		if err := b.burstRow(ctx, row, n, o); err != nil {
 			b.fail(row, err)

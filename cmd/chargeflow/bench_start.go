@@ -106,6 +106,20 @@ func startStacks(b *bench, scenario string, run func(row string, o rigOptions)) 
 	}
 }
 
+// benchBudgets bound the scenarios whose length is set by their sessions
+// rather than by --duration (runBench's deadline against a hang): per stack
+// two minutes for set-up, waits and baseline, plus the time to register and
+// connect the fleet and, for valley, three times the time to offer S at R.
+var benchBudgets = map[string]func(b *bench) time.Duration{
+	"burst": func(b *bench) time.Duration {
+		return 2 * (2*time.Minute + time.Duration(b.sessionsOr(burstSessions))*50*time.Millisecond)
+	},
+	"valley": func(b *bench) time.Duration {
+		s := b.sessionsOr(valleySessions)
+		return 2 * (2*time.Minute + time.Duration(s/valleyConnectors+1)*50*time.Millisecond + 3*time.Duration(s)*time.Second/time.Duration(b.rate))
+	},
+}
+
 // latencyWindow bounds the baseline's messages published and not received
 // yet: below Mosquitto's default max_queued_messages (1000), beyond which a
 // QoS 1 message to a slow subscriber is dropped.

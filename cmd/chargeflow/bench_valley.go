@@ -26,8 +26,11 @@ const valleyStartTimeout = 8 * time.Second
 // (none within the start timeout) is in extra and the notes; the baseline
 // is the same broker's publish→receive p99 for S QoS 1 messages. See
 // docs/bench.md.
+// valleySessions is the valley scenario's --sessions by default.
+const valleySessions = 3000
+
 func benchValley(ctx context.Context, b *bench) {
-	s := b.sessionsOr(3000)
+	s := b.sessionsOr(valleySessions)
 	startStacks(b, "valley", func(row string, o rigOptions) {
 		if err := b.valleyRow(ctx, row, s, b.rate, o); err != nil {
 			b.fail(row, err)
