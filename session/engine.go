@@ -36,6 +36,7 @@ type PayScore interface {
 	QueryDeduction(ctx context.Context, loc payscore.OrderLocator) (*payscore.DeductionStatus, error)
 	Debit(ctx context.Context, r payscore.DebitRequest) (*payscore.DebitResult, error)
 	Refund(ctx context.Context, r payscore.RefundRequest) (*payscore.RefundResult, error)
+	QueryRefund(ctx context.Context, q payscore.RefundQuery) (*payscore.RefundStatus, error)
 }
 
 // Commander publishes to chargers (a charger.Link).
@@ -209,7 +210,7 @@ func (e *Engine) apply(ctx context.Context, id string, ev fsm.Event, src source)
 		}
 		if !r.Changed {
 			e.anomalies(ctx, s, ev, r.Anomalies, src)
-			return r, nil
+			return r, e.durableEvent(ctx, id, ev) // a repeat of an event whose commit may not be durable yet
 		}
 		c := store.Commit{ExpectedVersion: s.Version, Session: r.Session, History: r.History, Effects: r.Effects,
 			Publish: publishes(s, ev, r)}
@@ -228,7 +229,7 @@ func (e *Engine) apply(ctx context.Context, id string, ev fsm.Event, src source)
 		}
 		r.Session.Version = s.Version + 1
 		e.committed(ctx, s, ev, r, src)
-		return r, nil
+		return r, e.durableEvent(ctx, id, ev) // session/durable.go
 	}
 	return fsm.Result{}, fmt.Errorf("apply %s to %s: %w after %d attempts", ev.Type, id, store.ErrVersionConflict, maxConflicts)
 }
