@@ -127,7 +127,7 @@ func TestBenchMQTT(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, errOut, out)
 	}
-	checkTable(t, out, "mqtt.embedded", "mqtt.mosquitto")
+	checkTable(t, out, "mqtt.embedded", "mqtt.embedded.store", "mqtt.embedded.burst", "mqtt.mosquitto")
 }
 
 // Without --redis and --mqtt the rows that need them are skipped (said on
