@@ -40,6 +40,7 @@ type harness struct {
 	t   testing.TB
 	st  store.Store
 	sb  *sandbox.Sandbox
+	pay *payscore.Client
 	eng *session.Engine
 	cmd *recorder
 	obs *observer
@@ -112,7 +113,7 @@ func newHarness(t testing.TB, st store.Store, tune ...func(*session.Config)) *ha
 	pay, err := payscore.New(payscore.Config{BaseURL: huifu.URL, SysID: "6666000100000000", ProductID: "PAYUN",
 		HuifuID: "6666000100000001", ServiceID: "sandbox-service", NotifyURL: notify.URL,
 		Signer: payscore.NewRSASigner(mk), Verifier: keys.Verifier, HTTPClient: &http.Client{Transport: ptr},
-		MaxAttempts: 1, Timeout: 5 * time.Second})
+		MaxSends: 1, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +128,7 @@ func newHarness(t testing.TB, st store.Store, tune ...func(*session.Config)) *ha
 		t.Fatal(err)
 	}
 	engMu.Lock()
-	h.eng = eng
+	h.eng, h.pay = eng, pay
 	engMu.Unlock()
 
 	if err := eng.PutTariff(bg, money.Tariff{ID: "default", Periods: []money.Period{{From: "00:00", To: "24:00", EnergyFenPerKWh: 100, ServiceFenPerKWh: 50}}}); err != nil {

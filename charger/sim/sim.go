@@ -54,6 +54,12 @@ type Config struct {
 	Logger    *slog.Logger
 	TLSConfig *tls.Config
 	Model, FW string
+	// ReconnectMax is the longest wait between two connection attempts
+	// after a lost connection (paho doubles the wait from 1 s up to it;
+	// default 2 s), and ReconnectJitter the most each attempt is delayed at
+	// random on top (default 500 ms), as firmware does so that a fleet does
+	// not reconnect in step after a broker restart.
+	ReconnectMax, ReconnectJitter time.Duration
 	// StateDir, when set, holds each charger's non-volatile memory as
 	// <StateDir>/<id>.json, read at the first power-up and written on every
 	// change (see nvm.go). Empty: the NVM lives in memory only.
@@ -80,6 +86,8 @@ func New(cfg Config) (*Fleet, error) {
 	cfg.MeterInterval = or(cfg.MeterInterval, 10*time.Second)
 	cfg.PowerW = or(cfg.PowerW, 7040)
 	cfg.TxnResend = or(cfg.TxnResend, 5*time.Second)
+	cfg.ReconnectMax = or(cfg.ReconnectMax, 2*time.Second)
+	cfg.ReconnectJitter = or(cfg.ReconnectJitter, 500*time.Millisecond)
 	cfg.Model, cfg.FW = or(cfg.Model, "chargeflow-sim"), or(cfg.FW, "1.0")
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -180,6 +188,11 @@ type power struct {
 	readyOnce sync.Once
 	connTok   paho.Token // the first Connect's; set before tokSet is closed
 	tokSet    chan struct{}
+	// dialErr is the last failed dial's error; certRefused is closed when a
+	// dial failed because the broker's certificate was refused.
+	dialErr     atomic.Pointer[error]
+	certRefused chan struct{}
+	refuseOnce  sync.Once
 }
 
 // Charger is one simulated charger. Its methods are safe for concurrent use.
@@ -203,6 +216,7 @@ type Charger struct {
 	neverStart  bool
 	duplicate   bool
 	skew        time.Duration
+	unreachable atomic.Bool // connection attempts fail (network.go)
 }
 
 func newCharger(cfg Config, s ChargerSpec) *Charger {
@@ -232,7 +246,10 @@ func (c *Charger) nowLocked() time.Time { return c.cfg.Now().Add(c.skew).In(beij
 // PowerOn boots the charger: new boot id, new MQTT client, connect,
 // subscribe down/#, publish the retained online state, re-send pending txn
 // events. It returns once connected and ready, or ctx is done (the charger
-// keeps trying in the background then; Kill or Shutdown stops it).
+// keeps trying in the background then; Kill or Shutdown stops it). When
+// the broker's TLS certificate is refused (not signed by a CA of
+// Config.TLSConfig, or naming another host) it returns that error at once,
+// and keeps trying in the background too.
 func (c *Charger) PowerOn(ctx context.Context) error {
 	c.mu.Lock()
 	if c.pw != nil {
@@ -245,7 +262,8 @@ func (c *Charger) PowerOn(ctx context.Context) error {
 	}
 	c.nvm.boots++
 	c.saveLocked()
-	p := &power{bootID: newID(), stop: make(chan struct{}), ready: make(chan struct{}), tokSet: make(chan struct{})}
+	p := &power{bootID: newID(), stop: make(chan struct{}), ready: make(chan struct{}), tokSet: make(chan struct{}),
+		certRefused: make(chan struct{})}
 	// Sessions that survived a reboot (Reboot(false)) resume charging.
 	for cid, s := range c.nvm.sessions {
 		if cn := c.conns[cid]; cn != nil {
@@ -265,7 +283,8 @@ func (c *Charger) PowerOn(ctx context.Context) error {
 		SetOnConnectHandler(func(cl paho.Client) { c.onConnect(p, cl) }).
 		SetConnectionLostHandler(func(paho.Client, error) { p.connected.Store(false) }).
 		SetAutoReconnect(true).SetConnectRetry(true).
-		SetConnectRetryInterval(200 * time.Millisecond).SetMaxReconnectInterval(2 * time.Second).
+		SetConnectRetryInterval(200 * time.Millisecond).SetMaxReconnectInterval(c.cfg.ReconnectMax).
+		SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) { c.reconnectJitter(p) }).
 		SetCustomOpenConnectionFn(func(u *url.URL, o paho.ClientOptions) (net.Conn, error) { return c.dial(p, u) })
 	p.client = paho.NewClient(opts)
 	c.pw = p
@@ -278,7 +297,12 @@ func (c *Charger) PowerOn(ctx context.Context) error {
 	select {
 	case <-p.ready:
 		return nil
+	case <-p.certRefused:
+		return fmt.Errorf("sim: %s: power on: the broker's certificate is not trusted (check the CA file): %w", c.id, *p.dialErr.Load())
 	case <-ctx.Done():
+		if last := p.dialErr.Load(); last != nil {
+			return fmt.Errorf("sim: %s: power on: %w (last connection error: %w)", c.id, ctx.Err(), *last)
+		}
 		return fmt.Errorf("sim: %s: power on: %w", c.id, ctx.Err())
 	}
 }
@@ -288,6 +312,9 @@ func (c *Charger) PowerOn(ctx context.Context) error {
 func (c *Charger) dial(p *power, u *url.URL) (net.Conn, error) {
 	if p.killed.Load() {
 		return nil, errors.New("sim: charger is dead")
+	}
+	if c.unreachable.Load() {
+		return nil, errors.New("sim: broker unreachable")
 	}
 	d := net.Dialer{Timeout: 5 * time.Second}
 	var conn net.Conn
@@ -299,6 +326,12 @@ func (c *Charger) dial(p *power, u *url.URL) (net.Conn, error) {
 		conn, err = d.Dial("tcp", u.Host)
 	}
 	if err != nil {
+		if prev := p.dialErr.Swap(&err); prev == nil || (*prev).Error() != err.Error() {
+			c.log.Warn("sim: cannot connect to the broker (retrying)", "url", u.Redacted(), "err", err)
+		}
+		if charger.IsCertificateError(err) {
+			p.refuseOnce.Do(func() { close(p.certRefused) })
+		}
 		return nil, err
 	}
 	p.connMu.Lock()

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chargeflow/chargeflow/fsm"
+	"github.com/chargeflow/chargeflow/session"
 )
 
 // setting is one configuration variable of docs/service.md §4. Its flag is the
@@ -31,11 +32,16 @@ var settings = []setting{
 	{env: "CHARGEFLOW_PUBLIC_URL", def: "http://localhost:8080", help: "base URL Huifu reaches us at (notify_url = this + /notify/huifu/payscore)"},
 	{env: "CHARGEFLOW_REDIS_URL", secret: true, help: "Redis URL (redis://, rediss://); empty = embedded store"},
 	{env: "CHARGEFLOW_REDIS_PREFIX", def: "chargeflow", help: "key prefix in Redis, so that deployments can share one"},
-	{env: "CHARGEFLOW_DATA_DIR", def: "./data", help: "embedded store directory"},
+	{env: "CHARGEFLOW_REDIS_WAIT_TIMEOUT", def: "200ms", help: "how long a start, debit, refund or charger ack waits for a Redis replica to hold its commit (WAIT); 0 = don't wait"},
+	{env: "CHARGEFLOW_DATA_DIR", def: "./data", help: "embedded store directory (and the embedded broker's state)"},
 	{env: "CHARGEFLOW_MQTT_URL", help: "external broker (tcp://, ssl://, mqtts://); empty = embedded broker"},
 	{env: "CHARGEFLOW_MQTT_USERNAME", help: "chargeflow's own broker account"},
 	{env: "CHARGEFLOW_MQTT_PASSWORD", secret: true, help: "chargeflow's own broker password"},
 	{env: "CHARGEFLOW_MQTT_LISTEN", def: ":1883", help: "embedded broker's listen address"},
+	{env: "CHARGEFLOW_MQTT_TLS_LISTEN", help: "embedded broker's TLS listen address (off when empty)"},
+	{env: "CHARGEFLOW_MQTT_TLS_CERT", help: "PEM certificate chain of the TLS listener (read again when the file changes)"},
+	{env: "CHARGEFLOW_MQTT_TLS_KEY", help: "PEM private key of the TLS listener (read again when the file changes)"},
+	{env: "CHARGEFLOW_MQTT_CA_FILE", help: "PEM CA bundle trusted for ssl://, mqtts:// and tls:// broker URLs (system roots when empty)"},
 	{env: "CHARGEFLOW_MQTT_PREFIX", def: "ev/v1", help: "topic prefix"},
 	{env: "CHARGEFLOW_MQTT_SHARE_GROUP", help: "subscribe charger topics as $share/<group>/… so instances split the load"},
 	{env: "CHARGEFLOW_INSTANCE_ID", help: "this process's name (MQTT client id suffix, lease owner); default host name + pid"},
@@ -55,6 +61,7 @@ var settings = []setting{
 	{env: "CHARGEFLOW_OFFLINE_GRACE", def: "10m", help: "how long an offline charger's session waits for its queued end"},
 	{env: "CHARGEFLOW_POLL_INTERVAL", def: "30s", help: "how often an order is queried while a notification is awaited"},
 	{env: "CHARGEFLOW_DEBIT_RETRY", def: "1m,5m,30m,2h,6h,24h", help: "debit retry back-off; the last one repeats"},
+	{env: "CHARGEFLOW_RECONCILE_AT", def: "10:00", help: "Beijing time of day the daily reconciliation of the previous day runs (off disables)"},
 }
 
 // Config is the parsed configuration.
@@ -64,8 +71,12 @@ type Config struct {
 
 	HTTPAddr, PublicURL            string
 	RedisURL, RedisPrefix, DataDir string
+	// RedisWaitTimeout bounds the durability WAIT (0: the policy is off).
+	RedisWaitTimeout time.Duration
 
 	MQTTURL, MQTTUsername, MQTTPassword, MQTTListen, MQTTPrefix, MQTTShareGroup string
+
+	MQTTTLSListen, MQTTTLSCert, MQTTTLSKey, MQTTCAFile string // mqtttls.go
 
 	InstanceID string
 
@@ -76,6 +87,11 @@ type Config struct {
 
 	LogFormat string
 	Machine   fsm.Config
+
+	// ReconcileAt is the Beijing time of day (from midnight) of the daily
+	// reconciliation; ReconcileOn is false when it is off.
+	ReconcileAt time.Duration
+	ReconcileOn bool
 }
 
 // Dev tokens, printed at start of serve --dev.
@@ -156,6 +172,8 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*C
 		RedisURL: vals["CHARGEFLOW_REDIS_URL"], RedisPrefix: vals["CHARGEFLOW_REDIS_PREFIX"], DataDir: vals["CHARGEFLOW_DATA_DIR"],
 		MQTTURL: vals["CHARGEFLOW_MQTT_URL"], MQTTUsername: vals["CHARGEFLOW_MQTT_USERNAME"], MQTTPassword: vals["CHARGEFLOW_MQTT_PASSWORD"],
 		MQTTListen: vals["CHARGEFLOW_MQTT_LISTEN"], MQTTPrefix: vals["CHARGEFLOW_MQTT_PREFIX"], MQTTShareGroup: vals["CHARGEFLOW_MQTT_SHARE_GROUP"],
+		MQTTTLSListen: vals["CHARGEFLOW_MQTT_TLS_LISTEN"], MQTTTLSCert: vals["CHARGEFLOW_MQTT_TLS_CERT"],
+		MQTTTLSKey: vals["CHARGEFLOW_MQTT_TLS_KEY"], MQTTCAFile: vals["CHARGEFLOW_MQTT_CA_FILE"],
 		InstanceID:   vals["CHARGEFLOW_INSTANCE_ID"],
 		HuifuBaseURL: strings.TrimRight(vals["CHARGEFLOW_HUIFU_BASE_URL"], "/"), HuifuSysID: vals["CHARGEFLOW_HUIFU_SYS_ID"],
 		HuifuProductID: vals["CHARGEFLOW_HUIFU_PRODUCT_ID"], HuifuMerchantID: vals["CHARGEFLOW_HUIFU_MERCHANT_ID"],
@@ -194,6 +212,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*C
 	} else if c.MQTTListen == "" {
 		bad("CHARGEFLOW_MQTT_LISTEN", "must not be empty when CHARGEFLOW_MQTT_URL is empty")
 	}
+	c.checkMQTTTLS(bad)
 	if c.MQTTPrefix == "" || strings.ContainsAny(c.MQTTPrefix, "#+") || strings.HasPrefix(c.MQTTPrefix, "/") || strings.HasSuffix(c.MQTTPrefix, "/") {
 		bad("CHARGEFLOW_MQTT_PREFIX", "must be a topic prefix without wildcards or surrounding '/', got %q", c.MQTTPrefix)
 	}
@@ -265,6 +284,16 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*C
 			continue
 		}
 		*d.dst = v
+	}
+	if at, on, err := session.ParseTimeOfDay(vals["CHARGEFLOW_RECONCILE_AT"]); err != nil {
+		bad("CHARGEFLOW_RECONCILE_AT", "%v", err)
+	} else {
+		c.ReconcileAt, c.ReconcileOn = at, on
+	}
+	if v, err := time.ParseDuration(vals["CHARGEFLOW_REDIS_WAIT_TIMEOUT"]); err != nil || v < 0 || v > 2*time.Second {
+		bad("CHARGEFLOW_REDIS_WAIT_TIMEOUT", "must be a Go duration from 0 (off) to 2s, got %q", vals["CHARGEFLOW_REDIS_WAIT_TIMEOUT"])
+	} else {
+		c.RedisWaitTimeout = v
 	}
 	c.Machine.DebitRetry = nil
 	for _, part := range strings.Split(vals["CHARGEFLOW_DEBIT_RETRY"], ",") {

@@ -16,6 +16,8 @@ import (
 	"testing"
 
 	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/chargeflow/chargeflow/internal/testenv"
 )
 
 // The tests of this file keep deploy/ and the Dockerfile true
@@ -118,6 +120,11 @@ func checkDeployment(t *testing.T, d deployment) {
 		}
 		base, isFile := strings.CutSuffix(k, "_FILE")
 		if !isFile || !knownSetting(base) {
+			// Any other path into a secrets mount must be mounted too
+			// (the systemd unit's TLS certificate and key).
+			if (strings.HasPrefix(v, "/run/secrets/") || strings.HasPrefix(v, "/run/credentials/")) && !d.secrets[v] {
+				t.Errorf("%s: %s=%s, but no secret is mounted there", d.name, k, v)
+			}
 			continue
 		}
 		if !d.secrets[v] {
@@ -133,8 +140,15 @@ func checkDeployment(t *testing.T, d deployment) {
 		}
 		files[k] = p
 	}
+	// Certificate files are read while the configuration loads: the
+	// deployment's paths stand for a pair made here.
+	if d.env["CHARGEFLOW_MQTT_TLS_CERT"] != "" || d.env["CHARGEFLOW_MQTT_CA_FILE"] != "" {
+		ca := testenv.NewCA(t, "deploy test CA")
+		sc := ca.IssueServer(t, "", "broker")
+		files["CHARGEFLOW_MQTT_TLS_CERT"], files["CHARGEFLOW_MQTT_TLS_KEY"], files["CHARGEFLOW_MQTT_CA_FILE"] = sc.CertFile, sc.KeyFile, ca.CertFile
+	}
 	getenv := func(k string) string {
-		if p, ok := files[k]; ok {
+		if p, ok := files[k]; ok && d.env[k] != "" {
 			return p
 		}
 		return d.env[k]

@@ -20,6 +20,9 @@ func init() { commands["sandbox"] = runSandbox }
 // the keys chargeflow needs (the sandbox generates both pairs) and the URLs
 // of the API and the control API.
 func runSandbox(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "credentials" {
+		return runSandboxCredentials(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("sandbox", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", ":8090", "listen address")

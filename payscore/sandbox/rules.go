@@ -42,6 +42,7 @@ type payment struct {
 	HfSeqID, ReqSeqID, ReqDate string
 	Amount, Refunded           money.Fen
 	ByUser                     bool
+	refunds                    []refundLine // for the trade bill (bill.go)
 }
 
 type seenRequest struct {
@@ -182,6 +183,9 @@ func (s *Sandbox) create(d map[string]string) (reply, []note) {
 	}
 	if !validDate(d["req_date"]) {
 		return paramError("req_date 格式错误"), nil
+	}
+	if r := s.checkServiceID(d["service_id"]); r != nil {
+		return r, nil
 	}
 	if utf8.RuneCountInString(d["service_introduction"]) > 20 {
 		return paramError("service_introduction 不能超过20字"), nil
@@ -455,6 +459,9 @@ func (s *Sandbox) debit(d map[string]string) (reply, []note) {
 	}
 	var g *registration
 	switch {
+	case d["deduct_req_seq_id"] != "" && d["deduct_hf_seq_id"] != "":
+		// The two are alternatives (docs/payscore.md §3): one locator only.
+		return paramError("deduct_req_seq_id/deduct_hf_seq_id 只能填其一"), nil
 	case d["deduct_req_seq_id"] != "":
 		g = s.regsByReq[d["deduct_req_seq_id"]]
 	case d["deduct_hf_seq_id"] != "":
@@ -531,8 +538,10 @@ func (s *Sandbox) refund(d map[string]string) (reply, []note) {
 		return fail(payscore.CodeLogicError, "", "退款金额超过可退金额"), nil
 	}
 	p.Refunded += amt
+	hf := s.nextID("HF")
+	p.refunds = append(p.refunds, refundLine{ReqSeqID: d["req_seq_id"], ReqDate: d["req_date"], HfSeqID: hf, Amount: amt})
 	return ok(map[string]string{"huifu_id": p.o.huifuID, "req_seq_id": d["req_seq_id"], "req_date": d["req_date"],
-		"hf_seq_id": s.nextID("HF"), "ord_amt": amt.Yuan(), "trans_stat": payscore.TransSucceeded,
+		"hf_seq_id": hf, "ord_amt": amt.Yuan(), "trans_stat": payscore.TransSucceeded,
 		"org_req_date": p.ReqDate, "org_hf_seq_id": p.HfSeqID}), nil
 }
 
@@ -693,4 +702,5 @@ var operations = map[string]func(*Sandbox, map[string]string) (reply, []note){
 	payscore.PathQueryDeduction:    (*Sandbox).queryDeduction,
 	payscore.PathDebit:             (*Sandbox).debit,
 	payscore.PathRefund:            (*Sandbox).refund,
+	payscore.PathQueryRefund:       (*Sandbox).queryRefund,
 }

@@ -148,6 +148,7 @@ func Run(t *testing.T, newOpener func(t *testing.T) Opener) {
 		{"ChangeFeedWait", testChangeFeedWait},
 		{"ChargersTariffsAnomalies", testChargers},
 		{"CorruptData", testCorrupt},
+		{"Reconciliations", testReconciliations},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(newEnv(t, newOpener)) })
