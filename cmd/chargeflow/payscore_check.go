@@ -52,9 +52,8 @@ func runSandboxCredentials(ctx context.Context, args []string, stdout, stderr io
 		if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&keys); err != nil || resp.StatusCode != http.StatusOK {
 			return fmt.Errorf("sandbox credentials: %s answered %s", *baseURL, resp.Status)
 		}
-		d := sandbox.StateDefaults()
-		cr = d
-		cr.MerchantPrivateKey, cr.HuifuPublicKey = keys["merchant_private_key"], keys["huifu_public_key"]
+		cr = sandbox.Credentials{SysID: keys["sys_id"], ProductID: keys["product_id"], HuifuID: keys["huifu_id"],
+			ServiceID: keys["service_id"], MerchantPrivateKey: keys["merchant_private_key"], HuifuPublicKey: keys["huifu_public_key"]}
 		if cr.MerchantPrivateKey == "" {
 			return fmt.Errorf("sandbox credentials: the sandbox at %s was given its merchant key from outside", *baseURL)
 		}

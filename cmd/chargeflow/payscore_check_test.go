@@ -55,9 +55,7 @@ func payscoreCheck(t *testing.T, file string) (string, error) {
 // says why; a sandbox holding another key fails on the signature.
 func TestPayScoreCheck(t *testing.T) {
 	t.Run("passes", func(t *testing.T) {
-		file, sb := probeSandbox(t, sandbox.Options{ServiceID: "svc-ours"}, func(l string) string {
-			return strings.Replace(l, "CHARGEFLOW_PAYSCORE_SERVICE_ID="+sandbox.DefaultServiceID, "CHARGEFLOW_PAYSCORE_SERVICE_ID=svc-ours", 1)
-		})
+		file, sb := probeSandbox(t, sandbox.Options{ServiceID: "svc-ours"}, nil) // credentials carry svc-ours
 		out, err := payscoreCheck(t, file)
 		t.Log(out)
 		if err != nil || strings.Count(out, "  PASS") != 3 || !strings.Contains(out, "every step passed") || strings.Contains(out, "PRIVATE") {
@@ -74,7 +72,9 @@ func TestPayScoreCheck(t *testing.T) {
 		}
 	})
 	t.Run("unknown service id", func(t *testing.T) {
-		file, _ := probeSandbox(t, sandbox.Options{ServiceID: "svc-theirs"}, nil)
+		file, _ := probeSandbox(t, sandbox.Options{ServiceID: "svc-theirs"}, func(l string) string {
+			return strings.Replace(l, "CHARGEFLOW_PAYSCORE_SERVICE_ID=svc-theirs", "CHARGEFLOW_PAYSCORE_SERVICE_ID=svc-ours", 1)
+		})
 		out, err := payscoreCheck(t, file)
 		t.Log(out)
 		if err == nil || !strings.Contains(out, "FAIL: create") || !strings.Contains(out, "field service_id (the configured CHARGEFLOW_PAYSCORE_SERVICE_ID): REFUSED") ||

@@ -31,7 +31,9 @@ const (
 
 // StateCredentials reads the credentials of the sandbox whose state file is
 // path, without opening (or writing) it: a running sandbox owns the file. A
-// sandbox started with default options is assumed.
+// sandbox started with default options is assumed (the file does not keep
+// them): ask a sandbox started with other identities or a service id over
+// GET /_sandbox/keys instead.
 func StateCredentials(path string) (Credentials, error) {
 	st, err := readState(path)
 	if err != nil {
@@ -48,13 +50,13 @@ func StateCredentials(path string) (Credentials, error) {
 	if err != nil {
 		return Credentials{}, err
 	}
-	c := StateDefaults()
+	c := stateDefaults()
 	c.MerchantPrivateKey, c.HuifuPublicKey = st.MerchantPrivateKey, pub
 	return c, nil
 }
 
-// StateDefaults are the credentials of a sandbox started with default
+// stateDefaults are the credentials of a sandbox started with default
 // options, keys left out.
-func StateDefaults() Credentials {
+func stateDefaults() Credentials {
 	return Credentials{SysID: defaultSysID, ProductID: defaultProductID, HuifuID: defaultHuifuID, ServiceID: DefaultServiceID}
 }

@@ -222,10 +222,15 @@ func writeProblem(w http.ResponseWriter, status int, detail string) {
 }
 
 func (s *Sandbox) handleKeys(w http.ResponseWriter, r *http.Request) {
+	c := s.Credentials()
 	writeJSON(w, http.StatusOK, map[string]string{
 		"huifu_public_key":     s.PublicKey(),
 		"merchant_public_key":  s.MerchantPublicKey(),
 		"merchant_private_key": s.MerchantPrivateKey(),
+		"sys_id":               c.SysID,
+		"product_id":           c.ProductID,
+		"huifu_id":             c.HuifuID,
+		"service_id":           c.ServiceID,
 	})
 }
 
