@@ -37,9 +37,10 @@ type deployment struct {
 }
 
 // TestDeployNames: every CHARGEFLOW_* name in deploy/ and the Dockerfile is
-// a setting of the configuration table, or <secret setting>_FILE.
+// a setting of the configuration table, or <secret setting>_FILE, or a
+// family (CHARGEFLOW_HUIFU_*) some settings belong to.
 func TestDeployNames(t *testing.T) {
-	name := regexp.MustCompile(`CHARGEFLOW_[A-Z0-9_]*[A-Z0-9]`)
+	name := regexp.MustCompile(`CHARGEFLOW_[A-Z0-9_]*[A-Z0-9](_\*)?`)
 	files := append(deployFiles(t), "../../Dockerfile")
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -57,6 +58,14 @@ func TestDeployNames(t *testing.T) {
 func checkSettingName(n string) error {
 	if knownSetting(n) {
 		return nil
+	}
+	if family, ok := strings.CutSuffix(n, "*"); ok { // CHARGEFLOW_HUIFU_*: a family of settings
+		for _, s := range settings {
+			if strings.HasPrefix(s.env, family) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no setting of the configuration table starts with %s", family)
 	}
 	if base, ok := strings.CutSuffix(n, "_FILE"); ok && knownSetting(base) {
 		for _, s := range settings {
