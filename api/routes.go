@@ -52,6 +52,8 @@ func (s *server) routes() {
 		r.Put("/v1/tariffs/{id}", s.handlePutTariff())
 		r.Get("/v1/anomalies", s.handleListAnomalies())
 		r.Get("/v1/stats", s.handleStats())
+		r.Get("/v1/webhooks/deliveries", s.handleListDeliveries())
+		r.Post("/v1/webhooks/deliveries/{id}/retry", s.handleRetryDelivery())
 	})
 
 	// The operators' live feed: a long-lived stream (see events.go). It

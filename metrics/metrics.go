@@ -63,6 +63,8 @@ type Metrics struct {
 	mqttOut      *prometheus.CounterVec   // kind, type, result
 	storeErrors  *prometheus.CounterVec   // kind
 	storeWatched atomic.Bool
+
+	webhooksWatched atomic.Bool
 }
 
 // New returns the metrics with a fresh registry holding them and the Go

@@ -85,6 +85,9 @@ type Config struct {
 	IdempotencyTTL time.Duration
 	// InFlightTimeout: see DefaultInFlightTimeout.
 	InFlightTimeout time.Duration
+	// Webhooks: every transition and refund outcome is also queued as a
+	// webhook event with its commit (webhooks.go).
+	Webhooks bool
 }
 
 func (c *Config) defaults() {
@@ -214,6 +217,7 @@ func (e *Engine) apply(ctx context.Context, id string, ev fsm.Event, src source)
 				return fsm.Result{}, err
 			}
 		}
+		c.Webhooks = e.webhookEvents(s.ID, s.Version+1, ev, r, c.ChangeData)
 		err = e.store.Commit(ctx, c)
 		if errors.Is(err, store.ErrVersionConflict) {
 			continue

@@ -203,6 +203,9 @@ type Store interface {
 	// LatestChangeID is the ID of the newest change ("" when none), so a new
 	// reader can start with what happens from now on.
 	LatestChangeID(ctx context.Context) (string, error)
+
+	// Webhooks: the webhook events and their delivery log (webhooks.go).
+	Webhooks
 }
 
 // Commit is one transition: the new record, its history and effects.
@@ -224,6 +227,10 @@ type Commit struct {
 	// session view) to the feed.
 	Publish    bool
 	ChangeData []byte
+	// Webhooks are events for the webhook receiver, queued for delivery in
+	// the same step (see Webhooks); the n-th must have the id
+	// EventID(session, ExpectedVersion+1, n).
+	Webhooks []WebhookEvent
 }
 
 // Filter selects sessions for ListSessions. Empty fields match everything.
