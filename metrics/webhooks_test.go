@@ -15,7 +15,9 @@ type fakeDeliveries struct {
 	err error
 }
 
-func (f *fakeDeliveries) DeliveryStats(context.Context) (store.DeliveryStats, error) { return f.st, f.err }
+func (f *fakeDeliveries) DeliveryStats(context.Context) (store.DeliveryStats, error) {
+	return f.st, f.err
+}
 
 func TestWebhookMetrics(t *testing.T) {
 	m := New()
