@@ -46,6 +46,12 @@ type Webhooks interface {
 	// DeliveryStats counts pending and failed deliveries. The Redis adapter
 	// may over-count after a crash left a stale index entry.
 	DeliveryStats(ctx context.Context) (DeliveryStats, error)
+	// TrimDeliveries deletes delivered and failed deliveries done before
+	// doneBefore (the log's retention), oldest first, at most max of them,
+	// and returns how many it deleted. Pending ones are never deleted. It
+	// looks at a bounded number of the oldest entries per call: call it
+	// again while it returns max.
+	TrimDeliveries(ctx context.Context, doneBefore time.Time, max int) (int, error)
 }
 
 // WebhookEvent is one event to deliver, recorded with its commit.
@@ -223,6 +229,15 @@ func (d Delivery) LogKey() string {
 		ms = 0
 	}
 	return fmt.Sprintf("%016x|%s", uint64(ms), d.ID)
+}
+
+// LogKeyBefore is the LogKey prefix of the creation time t: every LogKey of
+// a delivery created before t sorts before it.
+func LogKeyBefore(t time.Time) string { return fmt.Sprintf("%016x", uint64(max(Millis(t), 0))) }
+
+// Trimmable reports whether TrimDeliveries may delete d for doneBefore.
+func (d Delivery) Trimmable(doneBefore time.Time) bool {
+	return d.Status != DeliveryPending && !d.DoneAt.IsZero() && d.DoneAt.Before(doneBefore)
 }
 
 // LogKeyID returns the delivery id in a LogKey.

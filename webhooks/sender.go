@@ -35,6 +35,16 @@ const (
 	DefaultTimeout     = 10 * time.Second
 	DefaultGiveUpAfter = 24 * time.Hour
 	DefaultWorkers     = 4
+	// DefaultRetention is how long delivered and given-up deliveries stay
+	// in the log.
+	DefaultRetention = 7 * 24 * time.Hour
+)
+
+// trimEvery is how often the log's retention is applied, and trimBatch how
+// many deliveries one store call deletes at most.
+const (
+	trimEvery = time.Minute
+	trimBatch = 500
 )
 
 // DefaultRetry is the back-off between attempts of one delivery; the last
@@ -70,6 +80,9 @@ type Config struct {
 	GiveUpAfter time.Duration
 	// IdleWait is the pause when nothing is due (default 500 ms).
 	IdleWait time.Duration
+	// Retention is how long the log keeps delivered and given-up
+	// deliveries (default DefaultRetention); pending ones stay until done.
+	Retention time.Duration
 	// Client sends the requests (default: an http.Client that follows no
 	// redirect: a 3xx is not a delivery).
 	Client *http.Client
@@ -108,6 +121,9 @@ func New(cfg Config, st store.Webhooks, log *slog.Logger, obs Observer, now func
 	if cfg.GiveUpAfter <= 0 {
 		cfg.GiveUpAfter = DefaultGiveUpAfter
 	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = DefaultRetention
+	}
 	if cfg.IdleWait <= 0 {
 		cfg.IdleWait = 500 * time.Millisecond
 	}
@@ -130,6 +146,11 @@ func New(cfg Config, st store.Webhooks, log *slog.Logger, obs Observer, now func
 // An attempt cut by shutdown is not recorded: its lease brings it back.
 func (s *Sender) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.trimLoop(ctx)
+	}()
 	for i := range s.cfg.Workers {
 		wg.Add(1)
 		go func() {
@@ -242,4 +263,37 @@ func (s *Sender) post(ctx context.Context, d store.Delivery) (int, error) {
 func (s *Sender) backoff(attempts int) time.Duration {
 	d := s.cfg.Retry[min(attempts, len(s.cfg.Retry)-1)]
 	return d - d/5 + time.Duration(rand.Int64N(int64(d/5)*2+1))
+}
+
+// trimLoop applies the log's retention every trimEvery (every instance
+// does; deleting is safe to race).
+func (s *Sender) trimLoop(ctx context.Context) {
+	t := time.NewTicker(trimEvery)
+	defer t.Stop()
+	for {
+		if n, err := s.Trim(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("webhook log retention", "err", err)
+		} else if n > 0 {
+			s.log.Info("webhook log retention", "deleted", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Trim deletes the deliveries done longer than Retention ago and returns
+// how many.
+func (s *Sender) Trim(ctx context.Context) (int, error) {
+	total := 0
+	for ctx.Err() == nil {
+		n, err := s.st.TrimDeliveries(ctx, s.now().Add(-s.cfg.Retention), trimBatch)
+		total += n
+		if err != nil || n < trimBatch {
+			return total, err
+		}
+	}
+	return total, nil
 }

@@ -192,6 +192,16 @@ func TestGivenUpAfterTheWindow(t *testing.T) {
 	if c.gaveUp.Load() != 1 || c.delivered.Load() != 1 {
 		t.Fatalf("gave up %d delivered %d", c.gaveUp.Load(), c.delivered.Load())
 	}
+
+	// The log's retention: a sender whose clock is past it deletes both.
+	later, err := webhooks.New(webhooks.Config{URL: srv.URL, Secret: secret}, st, nil, nil,
+		func() time.Time { return time.Now().Add(webhooks.DefaultRetention + time.Minute) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := later.Trim(t.Context()); err != nil || n != 2 {
+		t.Fatalf("trimmed %d, %v", n, err)
+	}
 }
 
 // TestConfigRefused: no sender without an http(s) URL and a secret.

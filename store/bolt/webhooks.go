@@ -357,3 +357,48 @@ func (s *Store) DeliveryStats(ctx context.Context) (st store.DeliveryStats, err 
 	})
 	return st, err
 }
+
+// TrimDeliveries implements store.Store: the log's oldest entries (by
+// creation, which comes before being done) up to 4*max of them.
+func (s *Store) TrimDeliveries(ctx context.Context, doneBefore time.Time, max int) (int, error) {
+	if max <= 0 {
+		return 0, fmt.Errorf("%w: trim needs max > 0", store.ErrInvalid)
+	}
+	limit := []byte(store.LogKeyBefore(doneBefore))
+	n := 0
+	err := s.update(ctx, func(tx *bolt.Tx, _ *writeState) error {
+		n = 0
+		var keys [][]byte
+		cur := tx.Bucket(bWhLog).Cursor()
+		for k, _ := cur.First(); k != nil && bytes.Compare(k, limit) < 0 && len(keys) < 4*max; k, _ = cur.Next() {
+			keys = append(keys, copyBytes(k))
+		}
+		for _, k := range keys {
+			if n == max {
+				break
+			}
+			sess, seq, err := store.ParseEventID(store.LogKeyID(string(k)))
+			if err != nil {
+				return store.Corrupt("whlog/"+string(k), err)
+			}
+			d, err := getDelivery(tx, sess, seq)
+			if err != nil {
+				return err
+			}
+			if !d.Trimmable(doneBefore) {
+				continue
+			}
+			for _, del := range []struct {
+				b []byte
+				k []byte
+			}{{bWhDel, seqKey(sess, seq)}, {bWhLog, k}, {bWhFail, k}} {
+				if err := tx.Bucket(del.b).Delete(del.k); err != nil {
+					return err
+				}
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}

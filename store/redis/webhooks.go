@@ -88,6 +88,14 @@ redis.call('ZADD', KEYS[2], ARGV[1], ARGV[1])
 return 'ok'
 `)
 
+// wtrimScript: KEYS w. ARGV seq, the delivery JSON read. Deletes the
+// delivery if it is still exactly that record. Returns 1 when deleted.
+var wtrimScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'd:'..ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], 'd:'..ARGV[1], 'n:'..ARGV[1])
+return 1
+`)
+
 // wdueTouchScript: KEYS due, stamps, counter. ARGV session, ms. Stamps the
 // session's entry and moves it to ms unless it is earlier already.
 var wdueTouchScript = redis.NewScript(`
@@ -461,4 +469,62 @@ func (s *Store) DeliveryStats(ctx context.Context) (store.DeliveryStats, error) 
 		return store.DeliveryStats{}, mapErr(err)
 	}
 	return store.DeliveryStats{Pending: int(pend.Val()), Failed: int(fail.Val())}, nil
+}
+
+// TrimDeliveries implements store.Store: the log's oldest entries (by
+// creation, which comes before being done) up to 4*max of them; each
+// delivery is deleted in its slot only if it is still the record read
+// (wtrimScript), then its list entries.
+func (s *Store) TrimDeliveries(ctx context.Context, doneBefore time.Time, max int) (int, error) {
+	if max <= 0 {
+		return 0, fmt.Errorf("%w: trim needs max > 0", store.ErrInvalid)
+	}
+	keys, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.whLogKey(), Start: "-", Stop: "(" + store.LogKeyBefore(doneBefore),
+		ByLex: true, Count: int64(4 * max)}).Result()
+	if err != nil {
+		return 0, mapErr(err)
+	}
+	n := 0
+	for _, k := range keys {
+		if n == max {
+			break
+		}
+		sess, seq, err := store.ParseEventID(store.LogKeyID(k))
+		if err != nil {
+			_ = s.c.ZRem(ctx, s.whLogKey(), k).Err() // not ours
+			continue
+		}
+		raw, err := s.c.HGet(ctx, s.whKey(sess), "d:"+strconv.FormatInt(seq, 10)).Result()
+		if errors.Is(err, redis.Nil) {
+			_ = s.c.ZRem(ctx, s.whLogKey(), k).Err() // a write-ahead whose commit failed
+			continue
+		} else if err != nil {
+			return n, mapErr(err)
+		}
+		var d store.Delivery
+		if err := store.DecodeJSON(s.whKey(sess)+" d:"+strconv.FormatInt(seq, 10), []byte(raw), &d); err != nil {
+			return n, err
+		}
+		if !d.Trimmable(doneBefore) || d.LogKey() != k {
+			continue
+		}
+		ok, err := wtrimScript.Run(ctx, s.c, []string{s.whKey(sess)}, seq, raw).Int()
+		if err != nil {
+			return n, mapErr(err)
+		}
+		if ok != 1 {
+			continue // changed meanwhile (retried)
+		}
+		_, err = s.c.Pipelined(context.WithoutCancel(ctx), func(p redis.Pipeliner) error {
+			p.ZRem(ctx, s.whLogKey(), k)
+			p.ZRem(ctx, s.whFailKey(), k)
+			p.ZRem(ctx, s.whPendKey(), k)
+			return nil
+		})
+		if err != nil {
+			s.opts.Logger.Warn("redisstore: webhook list follow-up", "delivery", d.ID, "err", err)
+		}
+		n++
+	}
+	return n, nil
 }

@@ -153,6 +153,7 @@ func Run(t *testing.T, newOpener func(t *testing.T) Opener) {
 		{"WebhookLeases", testWebhookLeases},
 		{"WebhookLog", testWebhookLog},
 		{"WebhooksConcurrent", testWebhooksConcurrent},
+		{"WebhookTrim", testWebhookTrim},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(newEnv(t, newOpener)) })

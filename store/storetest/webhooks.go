@@ -340,3 +340,63 @@ func testWebhooksConcurrent(e *env) {
 		}
 	}
 }
+
+// testWebhookTrim: the log's retention deletes delivered and failed
+// deliveries done before the limit, never pending ones.
+func testWebhookTrim(e *env) {
+	t := e.t
+	now := T0.Add(time.Minute)
+	e.createWith(Session("t1", "CPT", 1, now), "session.created")
+	e.createWith(Session("t2", "CPT", 2, now.Add(time.Millisecond)), "session.created")
+	e.createWith(Session("t3", "CPT", 3, now.Add(2*time.Millisecond)), "session.created")
+	e.createWith(Session("t4", "CPT", 4, now.Add(3*time.Millisecond)), "session.created")
+	at := now.Add(time.Hour)
+	for _, d := range e.claimDeliveries(at, "A", 10) {
+		switch d.SessionID {
+		case "t1":
+			e.settle(d, store.DeliveryOutcome{Status: store.DeliveryDelivered, At: at})
+		case "t2":
+			e.settle(d, store.DeliveryOutcome{Status: store.DeliveryFailed, At: at, Error: "gone"})
+		case "t3":
+			e.settle(d, store.DeliveryOutcome{Status: store.DeliveryDelivered, At: at.Add(time.Hour)}) // done later
+		case "t4":
+			e.settle(d, store.DeliveryOutcome{Status: store.DeliveryPending, At: at, NextAt: at.Add(time.Minute)})
+		}
+	}
+	n, err := e.s.TrimDeliveries(e.ctx, at.Add(time.Minute), 1)
+	must(t, err)
+	if n != 1 {
+		t.Fatalf("trimmed %d with max 1", n)
+	}
+	n, err = e.s.TrimDeliveries(e.ctx, at.Add(time.Minute), 10)
+	must(t, err)
+	if n != 1 {
+		t.Fatalf("then trimmed %d, want the other one done before the limit", n)
+	}
+	for id, gone := range map[string]bool{"t1": true, "t2": true, "t3": false, "t4": false} {
+		_, err := e.s.GetDelivery(e.ctx, store.EventID(id, 1, 0))
+		if gone {
+			wantErr(t, err, store.ErrNotFound)
+		} else {
+			must(t, err)
+		}
+	}
+	p, err := e.s.ListDeliveries(e.ctx, store.DeliveryFilter{})
+	must(t, err)
+	if got := deliveryIDs(p.Deliveries); !slices.Equal(got, []string{store.EventID("t4", 1, 0), store.EventID("t3", 1, 0)}) {
+		t.Fatalf("left %v", got)
+	}
+	st, err := e.s.DeliveryStats(e.ctx)
+	must(t, err)
+	if st.Failed != 0 || st.Pending != 1 {
+		t.Fatalf("stats after the trim %+v", st)
+	}
+	// far in the future: the pending one stays
+	n, err = e.s.TrimDeliveries(e.ctx, at.Add(1000*time.Hour), 10)
+	must(t, err)
+	if n != 1 {
+		t.Fatalf("trimmed %d, want t3 only", n)
+	}
+	_, err = e.s.TrimDeliveries(e.ctx, at, 0)
+	wantErr(t, err, store.ErrInvalid)
+}
