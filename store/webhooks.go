@@ -46,6 +46,12 @@ type Webhooks interface {
 	// DeliveryStats counts pending and failed deliveries. The Redis adapter
 	// may over-count after a crash left a stale index entry.
 	DeliveryStats(ctx context.Context) (DeliveryStats, error)
+	// ReleaseDeliveryLeases gives back at once every live claim of a queue
+	// whose owner starts with ownerPrefix (a restarted instance releasing
+	// what its previous life held, as ReleaseLeases does for the outbox); the
+	// heads are due again at their own time. A released claim's settle gets
+	// ErrLeaseLost. It returns how many it released; "" is ErrInvalid.
+	ReleaseDeliveryLeases(ctx context.Context, ownerPrefix string, now time.Time) (int, error)
 	// TrimDeliveries deletes delivered and failed deliveries done before
 	// doneBefore (the log's retention), oldest first, at most max of them,
 	// and returns how many it deleted. Pending ones are never deleted. It

@@ -144,7 +144,16 @@ func New(cfg Config, st store.Webhooks, log *slog.Logger, obs Observer, now func
 
 // Run sends until ctx is done and returns when every worker has stopped.
 // An attempt cut by shutdown is not recorded: its lease brings it back.
+// First it takes back what a previous life of this instance had claimed
+// (instance ids are unique among running processes, so those claims belong
+// to a process that is gone), so that a restart after a crash resends at
+// once instead of after the lease.
 func (s *Sender) Run(ctx context.Context) error {
+	if n, err := s.st.ReleaseDeliveryLeases(ctx, s.cfg.InstanceID+"/", s.now()); err != nil {
+		s.log.Warn("release webhook claims of a previous run", "err", err)
+	} else if n > 0 {
+		s.log.Info("released the webhook claims of a previous run", "queues", n)
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

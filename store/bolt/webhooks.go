@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -395,6 +397,42 @@ func (s *Store) TrimDeliveries(ctx context.Context, doneBefore time.Time, max in
 				if err := tx.Bucket(del.b).Delete(del.k); err != nil {
 					return err
 				}
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// ReleaseDeliveryLeases implements store.Store: every queue is looked at
+// (one small record per session with pending deliveries).
+func (s *Store) ReleaseDeliveryLeases(ctx context.Context, ownerPrefix string, now time.Time) (int, error) {
+	if ownerPrefix == "" {
+		return 0, fmt.Errorf("%w: release leases needs an owner prefix", store.ErrInvalid)
+	}
+	nowMs := store.Millis(now)
+	n := 0
+	err := s.update(ctx, func(tx *bolt.Tx, _ *writeState) error {
+		n = 0
+		var mine []string
+		err := tx.Bucket(bWhQ).ForEach(func(k, v []byte) error {
+			var q queueRec
+			if err := store.DecodeJSON("whq/"+string(k), v, &q); err != nil {
+				return err
+			}
+			if q.Lease != "" && q.LeaseUntil > nowMs && strings.HasPrefix(store.LeaseOwner(q.Lease), ownerPrefix) {
+				mine = append(mine, string(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, sess := range mine {
+			// reindexQueue drops a lease that is not live at its liveAt
+			if err := reindexQueue(tx, sess, store.FromMillis(math.MaxInt64/2)); err != nil {
+				return err
 			}
 			n++
 		}

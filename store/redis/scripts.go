@@ -187,4 +187,4 @@ return 1
 `)
 
 var allScripts = []*redis.Script{commitScript, claimScript, settleScript, releaseScript, feedScript, casScript, hcasScript,
-	idemPutScript, idemSaveScript, markScript, wclaimScript, wsettleScript, wretryScript, wtrimScript, wdueTouchScript, wdueSetScript}
+	idemPutScript, idemSaveScript, markScript, wclaimScript, wsettleScript, wretryScript, wtrimScript, wreleaseScript, wdueTouchScript, wdueSetScript}

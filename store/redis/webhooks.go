@@ -96,6 +96,17 @@ redis.call('HDEL', KEYS[1], 'd:'..ARGV[1], 'n:'..ARGV[1])
 return 1
 `)
 
+// wreleaseScript: KEYS w, wq. ARGV lease token. Clears the queue's lease if
+// it is still that one. Returns the head's next ms, "" when the queue is
+// empty, or false when the lease is another.
+var wreleaseScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'l') ~= ARGV[1] then return false end
+redis.call('HDEL', KEYS[1], 'l', 'lu')
+local h = redis.call('ZRANGE', KEYS[2], 0, 0)
+if #h == 0 then return '' end
+return redis.call('HGET', KEYS[1], 'n:'..h[1]) or '0'
+`)
+
 // wdueTouchScript: KEYS due, stamps, counter. ARGV session, ms. Stamps the
 // session's entry and moves it to ms unless it is earlier already.
 var wdueTouchScript = redis.NewScript(`
@@ -527,4 +538,67 @@ func (s *Store) TrimDeliveries(ctx context.Context, doneBefore time.Time, max in
 		n++
 	}
 	return n, nil
+}
+
+// ReleaseDeliveryLeases implements store.Store: a leased queue's due entry
+// sits at its lease's end, so only the entries after now are looked at (a
+// page at a time); each live lease of ours is cleared in its slot
+// (wreleaseScript) and the entry touched back to the head's time. Other
+// processes moving entries meanwhile may make it miss one: that claim then
+// comes back when its lease runs out, as without this call.
+func (s *Store) ReleaseDeliveryLeases(ctx context.Context, ownerPrefix string, now time.Time) (int, error) {
+	if ownerPrefix == "" {
+		return 0, fmt.Errorf("%w: release leases needs an owner prefix", store.ErrInvalid)
+	}
+	nowMs := store.Millis(now)
+	released := 0
+	var offset int64
+	for {
+		sessions, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.whDueKey(), Start: "(" + strconv.FormatInt(nowMs, 10), Stop: "+inf",
+			ByScore: true, Offset: offset, Count: releasePage}).Result()
+		if err != nil {
+			return released, mapErr(err)
+		}
+		// released entries leave the range (touched back to now or
+		// earlier): the next page starts after the ones kept
+		offset += int64(len(sessions))
+		cmds := make([]*redis.SliceCmd, len(sessions))
+		if len(sessions) > 0 {
+			if _, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for i, sess := range sessions {
+					cmds[i] = p.HMGet(ctx, s.whKey(sess), "l", "lu")
+				}
+				return nil
+			}); err != nil {
+				return released, mapErr(err)
+			}
+		}
+		for i, sess := range sessions {
+			v := cmds[i].Val()
+			token, _ := v[0].(string)
+			luS, _ := v[1].(string)
+			lu, _ := strconv.ParseInt(luS, 10, 64)
+			if token == "" || lu <= nowMs || !strings.HasPrefix(store.LeaseOwner(token), ownerPrefix) {
+				continue
+			}
+			next, err := wreleaseScript.Run(ctx, s.c, []string{s.whKey(sess), s.whQueueKey(sess)}, token).Text()
+			if errors.Is(err, redis.Nil) {
+				continue // claimed again meanwhile
+			} else if err != nil {
+				return released, mapErr(err)
+			}
+			ms := nowMs
+			if n, _ := strconv.ParseInt(next, 10, 64); next != "" && n < ms {
+				ms = n
+			}
+			if err := s.touchDue(context.WithoutCancel(ctx), sess, ms); err != nil {
+				return released, err
+			}
+			released++
+			offset--
+		}
+		if len(sessions) < releasePage {
+			return released, nil
+		}
+	}
 }

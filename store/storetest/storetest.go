@@ -154,6 +154,7 @@ func Run(t *testing.T, newOpener func(t *testing.T) Opener) {
 		{"WebhookLog", testWebhookLog},
 		{"WebhooksConcurrent", testWebhooksConcurrent},
 		{"WebhookTrim", testWebhookTrim},
+		{"WebhookReleaseLeases", testWebhookReleaseLeases},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(newEnv(t, newOpener)) })

@@ -400,3 +400,39 @@ func testWebhookTrim(e *env) {
 	_, err = e.s.TrimDeliveries(e.ctx, at, 0)
 	wantErr(t, err, store.ErrInvalid)
 }
+
+// testWebhookReleaseLeases: a restarted instance gives back its previous
+// life's claims at once; others' claims stay; a released claim's settle is
+// refused.
+func testWebhookReleaseLeases(e *env) {
+	t := e.t
+	now := T0.Add(time.Minute)
+	e.createWith(Session("r1", "CPR", 1, now), "session.created")
+	e.createWith(Session("r2", "CPR", 2, now), "session.created")
+	e.createWith(Session("r3", "CPR", 3, now), "session.created")
+	mine := e.claimDeliveries(now, "inst-7/webhook-0", 2)
+	other := e.claimDeliveries(now, "inst-70/webhook-0", 1)
+	if len(mine) != 2 || len(other) != 1 {
+		t.Fatalf("claimed %v and %v", deliveryIDs(mine), deliveryIDs(other))
+	}
+	e.reopen()
+	n, err := e.s.ReleaseDeliveryLeases(e.ctx, "inst-7/", now.Add(time.Second))
+	must(t, err)
+	if n != 2 {
+		t.Fatalf("released %d, want 2", n)
+	}
+	again := e.claimDeliveries(now.Add(time.Second), "inst-7/webhook-1", 10)
+	if !slices.Equal(ids2(again), ids2(mine)) {
+		t.Fatalf("claimed again %v, want %v", deliveryIDs(again), deliveryIDs(mine))
+	}
+	wantErr(t, e.s.SettleDelivery(e.ctx, mine[0], store.DeliveryOutcome{Status: store.DeliveryDelivered, At: now}), store.ErrLeaseLost)
+	e.settle(other[0], store.DeliveryOutcome{Status: store.DeliveryDelivered, At: now})
+	_, err = e.s.ReleaseDeliveryLeases(e.ctx, "", now)
+	wantErr(t, err, store.ErrInvalid)
+}
+
+func ids2(ds []store.Delivery) []string {
+	out := deliveryIDs(ds)
+	slices.Sort(out)
+	return out
+}
