@@ -3,18 +3,25 @@ GO       ?= go
 PKGS     ?= ./...
 TESTFLAGS ?= -race -timeout 14m
 
-.PHONY: run test bench lint build fuzz
+.PHONY: run test prereqs bench lint build fuzz
 
-## run: the whole system on embedded defaults (broker, store, Pay Score sandbox, simulated chargers)
+## run: the whole system on embedded defaults (broker, store, Pay Score sandbox, simulated chargers);
+## needs only Go
 run:
 	$(GO) run ./cmd/chargeflow serve --dev
 
 ## test: every test; private Redis, Redis Cluster, Sentinel and Mosquitto are started on free
 ## ports unless CHARGEFLOW_TEST_REDIS_URL / CHARGEFLOW_TEST_REDIS_CLUSTER_URL /
-## CHARGEFLOW_TEST_REDIS_SENTINEL_URL / CHARGEFLOW_TEST_MQTT_URL are set
-test:
-	$(GO) vet $(PKGS)
-	$(GO) test $(TESTFLAGS) $(PKGS)
+## CHARGEFLOW_TEST_REDIS_SENTINEL_URL / CHARGEFLOW_TEST_MQTT_URL are set. First it checks the
+## prerequisites of scripts/prerequisites (installing them as root with apt-get, or naming the
+## command to run); -race needs cgo, so CGO_ENABLED=1 (a C compiler is one of the prerequisites)
+test: prereqs
+	CGO_ENABLED=1 $(GO) vet $(PKGS)
+	CGO_ENABLED=1 $(GO) test $(TESTFLAGS) $(PKGS)
+
+## prereqs: what the tests need beyond Go (scripts/prerequisites), installed when root with apt-get
+prereqs:
+	@bash scripts/prereqs.sh
 
 ## bench: the benchmarks (figures, never pass/fail)
 bench:

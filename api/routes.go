@@ -51,6 +51,8 @@ func (s *server) routes() {
 		r.Get("/v1/tariffs/{id}", s.handleGetTariff())
 		r.Put("/v1/tariffs/{id}", s.handlePutTariff())
 		r.Get("/v1/anomalies", s.handleListAnomalies())
+		r.Get("/v1/reconciliations", s.handleListReconciliations())
+		r.Get("/v1/reconciliations/{date}", s.handleGetReconciliation())
 		r.Get("/v1/stats", s.handleStats())
 		r.Get("/v1/webhooks/deliveries", s.handleListDeliveries())
 		r.Post("/v1/webhooks/deliveries/{id}/retry", s.handleRetryDelivery())

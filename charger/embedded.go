@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -28,7 +30,12 @@ type Credentials interface {
 // EmbeddedConfig configures the embedded broker.
 type EmbeddedConfig struct {
 	ListenAddr string // e.g. ":1883"; ":0" picks a free port (see Addr)
-	Prefix     string // topic prefix, default "ev/v1"
+	// TLSListenAddr, when set, is a second listener speaking MQTT over TLS
+	// with TLSConfig (a server configuration, e.g. CertReloader's), with the
+	// same auth and ACL; ":0" picks a free port (see TLSAddr).
+	TLSListenAddr string
+	TLSConfig     *tls.Config
+	Prefix        string // topic prefix, default "ev/v1"
 	// ServiceUsername/ServicePassword is chargeflow's own account for tools
 	// that connect from outside (empty username: no such account). It may use
 	// everything under the prefix, $share included.
@@ -75,6 +82,7 @@ type EmbeddedBroker struct {
 	closed  bool
 
 	locks sync.Map // charger id → *sync.Mutex, serialises handler calls per charger
+	auth  *verifier
 }
 
 var _ Link = (*EmbeddedBroker)(nil)
@@ -87,12 +95,16 @@ func NewEmbeddedBroker(cfg EmbeddedConfig) (*EmbeddedBroker, error) {
 	if cfg.ListenAddr == "" {
 		cfg.ListenAddr = ":1883"
 	}
+	if cfg.TLSListenAddr != "" && cfg.TLSConfig == nil {
+		return nil, errors.New("embedded broker: a TLS listener needs a TLSConfig")
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &EmbeddedBroker{cfg: cfg, topics: Topics{Prefix: cfg.Prefix}, now: cfg.Now,
-		log: loggerOr(cfg.Logger).With("component", "mqtt-broker"), ctx: ctx, cancel: cancel}, nil
+		log: loggerOr(cfg.Logger).With("component", "mqtt-broker"), ctx: ctx, cancel: cancel,
+		auth: newVerifier(cfg.Credentials, runtime.GOMAXPROCS(0))}, nil
 }
 
 // Start binds the listener (a taken port fails here) and starts serving.
@@ -116,6 +128,13 @@ func (b *EmbeddedBroker) Start(ctx context.Context, h Handler) error {
 	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.cfg.ListenAddr})); err != nil {
 		return fmt.Errorf("embedded broker: listen %s: %w", b.cfg.ListenAddr, err)
 	}
+	if b.cfg.TLSListenAddr != "" {
+		l := newTLSListener("tls", b.cfg.TLSListenAddr, b.cfg.TLSConfig, 10*time.Second, b.log)
+		if err := s.AddListener(l); err != nil {
+			_ = s.Close()
+			return fmt.Errorf("embedded broker: listen (TLS) %s: %w", b.cfg.TLSListenAddr, err)
+		}
+	}
 	b.h = h
 	if err := s.Serve(); err != nil {
 		_ = s.Close()
@@ -123,7 +142,7 @@ func (b *EmbeddedBroker) Start(ctx context.Context, h Handler) error {
 	}
 	b.server = s
 	b.started = true
-	b.log.Info("embedded mqtt broker listening", "addr", b.addrLocked())
+	b.log.Info("embedded mqtt broker listening", "addr", b.addrLocked(), "tls_addr", b.listenerAddrLocked("tls"))
 	return nil
 }
 
@@ -134,25 +153,39 @@ func (b *EmbeddedBroker) Addr() string {
 	return b.addrLocked()
 }
 
-func (b *EmbeddedBroker) addrLocked() string {
+func (b *EmbeddedBroker) addrLocked() string { return b.listenerAddrLocked("tcp") }
+
+func (b *EmbeddedBroker) listenerAddrLocked(id string) string {
 	if b.server == nil {
 		return ""
 	}
-	l, ok := b.server.Listeners.Get("tcp")
+	l, ok := b.server.Listeners.Get(id)
 	if !ok {
 		return ""
 	}
 	return l.Address()
 }
 
+// TLSAddr is the TLS listener's actual address, "" before Start or without one.
+func (b *EmbeddedBroker) TLSAddr() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.listenerAddrLocked("tls")
+}
+
 // URL is a tcp:// URL for clients on this host, "" before Start.
-func (b *EmbeddedBroker) URL() string {
-	addr := b.Addr()
+func (b *EmbeddedBroker) URL() string { return localURL("tcp", b.Addr()) }
+
+// TLSURL is an ssl:// URL of the TLS listener for clients on this host
+// (its certificate must name 127.0.0.1), "" before Start or without one.
+func (b *EmbeddedBroker) TLSURL() string { return localURL("ssl", b.TLSAddr()) }
+
+func localURL(scheme, addr string) string {
 	if addr == "" {
 		return ""
 	}
 	_, port, _ := net.SplitHostPort(addr)
-	return "tcp://127.0.0.1:" + port
+	return scheme + "://127.0.0.1:" + port
 }
 
 // SendCommand puts c into the charger's session (QoS 1, not retained); the
@@ -276,18 +309,19 @@ func (h *brokerHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) b
 		log.Warn("refused: will topic is not the charger's state topic", "will_topic", pk.Connect.WillTopic)
 		return false
 	}
-	ctx, cancel := context.WithTimeout(h.b.ctx, 5*time.Second)
-	defer cancel()
-	hash, ok, err := h.b.cfg.Credentials.ChargerPasswordHash(ctx, user)
-	if err != nil {
+	switch outcome, err := h.b.auth.check(h.b.ctx, user, pw); outcome {
+	case authOK:
+		return true
+	case authOKStale:
+		log.Warn("admitted on the credential verified before: charger registry unavailable", "err", err)
+		return true
+	case authUnavailable:
 		log.Error("refused: charger registry unavailable", "err", err)
 		return false
-	}
-	if !ok || !CheckPassword(hash, pw) {
+	default:
 		log.Warn("refused: unknown charger or wrong password", "charger", user)
 		return false
 	}
-	return true
 }
 
 // OnACLCheck applies the ACL of docs/protocol.md §1 to topics (write) and filters (read).

@@ -68,13 +68,17 @@ const (
 	EvRefundFailed    EventType = "refund_failed"
 	// EvTimer: an armed timer is due.
 	EvTimer EventType = "timer"
+	// EvReconcileMismatch: the daily reconciliation found a difference
+	// between this session's money and Huifu's trade bill (Reason says
+	// which); the session is flagged reconcile_mismatch.
+	EvReconcileMismatch EventType = "reconcile_mismatch"
 )
 
 // EventTypes lists every event Apply accepts (EvCreate is New's).
 var EventTypes = []EventType{EvConfirm, EvStartAccepted, EvStartRejected, EvStarted, EvEnded, EvMeter,
 	EvStop, EvStopAccepted, EvStopRejected, EvCancel, EvClose, EvChargerOffline, EvChargerOnline, EvOrderCompleted, EvOrderClosed,
 	EvDeductionRegistered, EvDebitSent, EvDebitFailed, EvPaid, EvDeductNow, EvRefund, EvRefundSucceeded,
-	EvRefundFailed, EvTimer}
+	EvRefundFailed, EvTimer, EvReconcileMismatch}
 
 // TimerKind names a timer.
 type TimerKind string

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -412,9 +413,17 @@ func TestRefunds(t *testing.T) {
 	if got := b.s.Refunds; len(got) != 1 || got[0].ID != "r1" || got[0].No != 1 || got[0].Key != "k1" || got[0].Status != RefundPending {
 		t.Fatalf("refunds %+v", got)
 	}
-	// The same key: the same refund, nothing more (even for another amount).
-	if again, err := b.m.Apply(b.s, Event{Type: EvRefund, At: b.tick(time.Second), By: Operator("ops"), Key: "k1", AmountFen: 7}); err != nil || again.Changed {
+	// The same key and request: the same refund, nothing more.
+	if again, err := b.m.Apply(b.s, Event{Type: EvRefund, At: b.tick(time.Second), By: Operator("ops"), Key: "k1", AmountFen: 100, Reason: "slow"}); err != nil || again.Changed {
 		t.Fatalf("repeated key: %v changed=%v", err, again.Changed)
+	}
+	// The same key for another amount or reason is refused (a 409), as a
+	// session creation's key with another body is.
+	for _, e := range []Event{{AmountFen: 7, Reason: "slow"}, {AmountFen: 100, Reason: "other"}} {
+		e.Type, e.At, e.By, e.Key = EvRefund, b.tick(time.Second), Operator("ops"), "k1"
+		if _, err := b.m.Apply(b.s, e); !isRefused(err) || !strings.Contains(err.Error(), "r1") {
+			t.Fatalf("key k1 reused for %d fen %q: %v", e.AmountFen, e.Reason, err)
+		}
 	}
 	if _, err := b.m.Apply(b.s, Event{Type: EvRefund, At: b.tick(time.Second), By: Operator("ops"), Key: "k2", AmountFen: paid}); !isRefused(err) {
 		t.Fatalf("over-refund: %v", err)
@@ -439,7 +448,7 @@ func TestRefunds(t *testing.T) {
 		t.Fatalf("full refund: %s", b.s.State)
 	}
 	// A retried key after the session was refunded is still the same refund.
-	if again, err := b.m.Apply(b.s, Event{Type: EvRefund, At: b.tick(time.Second), By: Operator("ops"), Key: "k1", AmountFen: 100}); err != nil || again.Changed {
+	if again, err := b.m.Apply(b.s, Event{Type: EvRefund, At: b.tick(time.Second), By: Operator("ops"), Key: "k1", AmountFen: 100, Reason: "slow"}); err != nil || again.Changed {
 		t.Fatalf("repeated key after refunded: %v changed=%v", err, again.Changed)
 	}
 }

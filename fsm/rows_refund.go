@@ -11,6 +11,10 @@ var (
 		_, ok := st.s.RefundByKey(st.e.Key)
 		return ok
 	})
+	keyOtherRefund = guard("the refund asked for with this Idempotency-Key was for another amount or reason", func(st *step) bool {
+		r, ok := st.s.RefundByKey(st.e.Key)
+		return ok && (r.AmountFen != st.e.AmountFen || r.Reason != st.e.Reason)
+	})
 	withinRefundable = guard("the amount is within what is left to refund", func(st *step) bool {
 		return st.e.AmountFen <= st.s.RefundableFen()
 	})

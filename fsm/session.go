@@ -52,11 +52,14 @@ const (
 	FlagAmountCapped     Flag = "amount_capped"
 	FlagPaymentOverdue   Flag = "payment_overdue"
 	FlagClosedByOperator Flag = "closed_by_operator"
+	// FlagReconcileMismatch: the daily reconciliation found a line of this
+	// session that Huifu's trade bill does not agree with (docs/service.md §6).
+	FlagReconcileMismatch Flag = "reconcile_mismatch"
 )
 
 // Flags lists every flag.
 var Flags = []Flag{FlagChargerOffline, FlagClockSkew, FlagMeterAnomaly, FlagStopUnconfirmed,
-	FlagAmountCapped, FlagPaymentOverdue, FlagClosedByOperator}
+	FlagAmountCapped, FlagPaymentOverdue, FlagClosedByOperator, FlagReconcileMismatch}
 
 // Cancel reasons (the session's cancel_reason).
 const (

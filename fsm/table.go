@@ -234,6 +234,9 @@ func DefaultTable() Table {
 		{On: EvTimer, Name: "debit_retry", Src: []State{Completed}, Dst: Stay, When: all(timerIs(TimerDebitRetry), not(deductionInFlight)), Do: doDebitRetry},
 		{On: EvTimer, Name: "poll", Src: []State{Created, Deducting}, Dst: Stay, When: timerIs(TimerPoll), Do: doPoll},
 		{On: EvTimer, Name: "timer_spent", Src: States, Dst: Stay, When: timerArmed, Do: doTimerSpent},
+
+		// The daily reconciliation (rows_reconcile.go).
+		{On: EvReconcileMismatch, Name: "reconcile_mismatch", Src: States, Dst: Stay, When: not(flaggedMismatch), Do: doReconcileMismatch},
 	}, Events: []EventRule{
 		{On: EvConfirm, By: byPayScore, NotBy: "USER_CONFIRM must come from a verified Pay Score source", Otherwise: []Otherwise{
 			{When: confirmed, Reason: "already confirmed"},
@@ -287,12 +290,15 @@ func DefaultTable() Table {
 			{In: []State{Completed, Deducting}, Refuse: true, Reason: "a deduction is already in flight"},
 			{Refuse: true, Reason: "nothing to debit in {state}"}}},
 		{On: EvRefund, Otherwise: []Otherwise{
+			{When: keyOtherRefund, Refuse: true, Reason: "this Idempotency-Key was used for refund {keyed}, of another amount or reason"},
 			{When: keyUsed, Reason: "refund {keyed} was already asked for with this key"},
 			{In: []State{Paid}, Refuse: true, Reason: "refund {amount} exceeds the {left} left to refund"},
 			{Refuse: true, Reason: "only a paid session can be refunded"}}},
 		{On: EvRefundSucceeded, Otherwise: []Otherwise{{Reason: "no pending refund {refund}"}}},
 		{On: EvRefundFailed, Otherwise: []Otherwise{{Reason: "no pending refund {refund}"}}},
 		{On: EvTimer, Before: doSpendTimer, Otherwise: []Otherwise{{Reason: "stale timer {timer}"}}},
+		{On: EvReconcileMismatch, By: byReconciler, NotBy: "a reconciliation difference comes from Huifu's bill or an operator",
+			Otherwise: []Otherwise{{Reason: "already flagged reconcile_mismatch"}}},
 	}}
 }
 

@@ -22,7 +22,7 @@ func canonicalEvent(s Session, typ EventType, at time.Time) Event {
 	e := Event{Type: typ, At: at, By: ByCharger}
 	switch typ {
 	case EvConfirm, EvOrderCompleted, EvOrderClosed, EvDeductionRegistered, EvDebitFailed, EvDebitSent, EvPaid,
-		EvRefundSucceeded, EvRefundFailed:
+		EvRefundSucceeded, EvRefundFailed, EvReconcileMismatch:
 		e.By = ByPayScore
 	case EvStop, EvCancel:
 		e.By = ByApp
@@ -123,6 +123,8 @@ var expected = map[EventType]map[State]string{
 		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
 	EvTimer: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
 		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	EvReconcileMismatch: {Created: data, UserConfirmed: data, Charging: data, Stopping: data,
+		Completed: data, Deducting: data, Paid: data, Cancelled: data, Refunded: data},
 }
 
 // TestEveryStateEventPair checks the outcome of every (state, event) pair,
@@ -299,7 +301,7 @@ func TestEveryStateAndEventHasItsSpecName(t *testing.T) {
 			t.Errorf("state %d = %q, want %q", i, s, wantStates[i])
 		}
 	}
-	wantFlags := []string{"charger_offline", "clock_skew", "meter_anomaly", "stop_unconfirmed", "amount_capped", "payment_overdue", "closed_by_operator"}
+	wantFlags := []string{"charger_offline", "clock_skew", "meter_anomaly", "stop_unconfirmed", "amount_capped", "payment_overdue", "closed_by_operator", "reconcile_mismatch"}
 	for i, f := range Flags {
 		if string(f) != wantFlags[i] {
 			t.Errorf("flag %d = %q, want %q", i, f, wantFlags[i])

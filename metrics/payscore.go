@@ -30,6 +30,7 @@ var endpoints = map[string]string{
 	payscore.PathQueryDeduction:    "query_deduction",
 	payscore.PathDebit:             "debit",
 	payscore.PathRefund:            "refund",
+	payscore.PathTradeBill:         "trade_bill",
 }
 
 func endpointLabel(path string) string {

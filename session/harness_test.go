@@ -40,6 +40,7 @@ type harness struct {
 	t   testing.TB
 	st  store.Store
 	sb  *sandbox.Sandbox
+	pay *payscore.Client
 	eng *session.Engine
 	cmd *recorder
 	obs *observer
@@ -127,7 +128,7 @@ func newHarness(t testing.TB, st store.Store, tune ...func(*session.Config)) *ha
 		t.Fatal(err)
 	}
 	engMu.Lock()
-	h.eng = eng
+	h.eng, h.pay = eng, pay
 	engMu.Unlock()
 
 	if err := eng.PutTariff(bg, money.Tariff{ID: "default", Periods: []money.Period{{From: "00:00", To: "24:00", EnergyFenPerKWh: 100, ServiceFenPerKWh: 50}}}); err != nil {

@@ -92,6 +92,21 @@ func TestConcurrentRefundsLoseNothing(t *testing.T) {
 			break
 		}
 
+		// The same key for another amount is refused, and changes nothing.
+		for _, o := range out {
+			if o.err != nil {
+				continue
+			}
+			var refused *fsm.RefusedError
+			if _, err := refund(h, s.ID, each+1, o.key); !errors.As(err, &refused) {
+				t.Fatalf("key %s reused for another amount: %v, want refused", o.key, err)
+			}
+			break
+		}
+		if got := h.get(s.ID); len(got.Refunds) != n/2 {
+			t.Fatalf("a reused key changed the refunds: %+v", got.Refunds)
+		}
+
 		// Huifu refunds what was accepted, once each.
 		s = h.waitState(s.ID, fsm.Refunded)
 		o, _ := h.sb.Order(s.OutOrderNo)

@@ -204,6 +204,19 @@ type Store interface {
 	// reader can start with what happens from now on.
 	LatestChangeID(ctx context.Context) (string, error)
 
+	// StartReconciliation claims the run of date's reconciliation for owner,
+	// atomically across instances: it stores a running report (RanAt now)
+	// and returns true when MayStartReconciliation allows it, else false.
+	// ErrInvalid for a bad date.
+	StartReconciliation(ctx context.Context, date, owner string, now time.Time, retryAfter time.Duration) (bool, error)
+	// PutReconciliation stores (replaces) the report of r.Date. ErrInvalid.
+	PutReconciliation(ctx context.Context, r Reconciliation) error
+	// GetReconciliation returns date's report. ErrNotFound, ErrInvalid.
+	GetReconciliation(ctx context.Context, date string) (Reconciliation, error)
+	// ListReconciliations returns up to limit reports (1..MaxReconciliations),
+	// newest date first.
+	ListReconciliations(ctx context.Context, limit int) ([]Reconciliation, error)
+
 	// Webhooks: the webhook events and their delivery log (webhooks.go).
 	Webhooks
 }

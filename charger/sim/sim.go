@@ -180,6 +180,11 @@ type power struct {
 	readyOnce sync.Once
 	connTok   paho.Token // the first Connect's; set before tokSet is closed
 	tokSet    chan struct{}
+	// dialErr is the last failed dial's error; certRefused is closed when a
+	// dial failed because the broker's certificate was refused.
+	dialErr     atomic.Pointer[error]
+	certRefused chan struct{}
+	refuseOnce  sync.Once
 }
 
 // Charger is one simulated charger. Its methods are safe for concurrent use.
@@ -232,7 +237,10 @@ func (c *Charger) nowLocked() time.Time { return c.cfg.Now().Add(c.skew).In(beij
 // PowerOn boots the charger: new boot id, new MQTT client, connect,
 // subscribe down/#, publish the retained online state, re-send pending txn
 // events. It returns once connected and ready, or ctx is done (the charger
-// keeps trying in the background then; Kill or Shutdown stops it).
+// keeps trying in the background then; Kill or Shutdown stops it). When
+// the broker's TLS certificate is refused (not signed by a CA of
+// Config.TLSConfig, or naming another host) it returns that error at once,
+// and keeps trying in the background too.
 func (c *Charger) PowerOn(ctx context.Context) error {
 	c.mu.Lock()
 	if c.pw != nil {
@@ -245,7 +253,8 @@ func (c *Charger) PowerOn(ctx context.Context) error {
 	}
 	c.nvm.boots++
 	c.saveLocked()
-	p := &power{bootID: newID(), stop: make(chan struct{}), ready: make(chan struct{}), tokSet: make(chan struct{})}
+	p := &power{bootID: newID(), stop: make(chan struct{}), ready: make(chan struct{}), tokSet: make(chan struct{}),
+		certRefused: make(chan struct{})}
 	// Sessions that survived a reboot (Reboot(false)) resume charging.
 	for cid, s := range c.nvm.sessions {
 		if cn := c.conns[cid]; cn != nil {
@@ -278,7 +287,12 @@ func (c *Charger) PowerOn(ctx context.Context) error {
 	select {
 	case <-p.ready:
 		return nil
+	case <-p.certRefused:
+		return fmt.Errorf("sim: %s: power on: the broker's certificate is not trusted (check the CA file): %w", c.id, *p.dialErr.Load())
 	case <-ctx.Done():
+		if last := p.dialErr.Load(); last != nil {
+			return fmt.Errorf("sim: %s: power on: %w (last connection error: %w)", c.id, ctx.Err(), *last)
+		}
 		return fmt.Errorf("sim: %s: power on: %w", c.id, ctx.Err())
 	}
 }
@@ -299,6 +313,12 @@ func (c *Charger) dial(p *power, u *url.URL) (net.Conn, error) {
 		conn, err = d.Dial("tcp", u.Host)
 	}
 	if err != nil {
+		if prev := p.dialErr.Swap(&err); prev == nil || (*prev).Error() != err.Error() {
+			c.log.Warn("sim: cannot connect to the broker (retrying)", "url", u.Redacted(), "err", err)
+		}
+		if charger.IsCertificateError(err) {
+			p.refuseOnce.Do(func() { close(p.certRefused) })
+		}
 		return nil, err
 	}
 	p.connMu.Lock()

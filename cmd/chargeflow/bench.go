@@ -32,10 +32,11 @@ var benchScenarios = []struct {
 	{"mqtt", benchMQTT},
 	{"payscore", benchPayScore},
 	{"engine", benchEngine},
+	{"reconnect", benchReconnect},
 }
 
-const benchUsage = `usage: chargeflow bench [--scenario fsm,store,mqtt,payscore,engine] [--duration 5s]
-                       [--redis URL] [--mqtt URL] [--sessions N] [--json]
+const benchUsage = `usage: chargeflow bench [--scenario fsm,store,mqtt,payscore,engine,reconnect] [--duration 5s]
+                       [--redis URL] [--mqtt URL] [--sessions N] [--chargers C] [--json]
 
 Runs load scenarios and prints each figure beside a baseline measured in the
 same run, and their ratio (figure / baseline). The figure and its baseline are
@@ -67,6 +68,7 @@ type bench struct {
 	redisURL string
 	mqttURL  string
 	sessions int
+	chargers int
 	json     bool
 
 	stdout, stderr io.Writer
@@ -95,6 +97,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	redisURL := fs.String("redis", getenv("CHARGEFLOW_REDIS_URL"), "Redis for the store scenario's redis row (default $CHARGEFLOW_REDIS_URL; none: row skipped)")
 	mqttURL := fs.String("mqtt", getenv("CHARGEFLOW_MQTT_URL"), "MQTT broker (Mosquitto) for the mqtt scenario's paho row (default $CHARGEFLOW_MQTT_URL; none: row skipped)")
 	sessions := fs.Int("sessions", 8, "concurrent sessions in the engine scenario (and its baseline)")
+	chargers := fs.Int("chargers", 200, "chargers with passwords connecting at once in the reconnect scenario")
 	jsonOut := fs.Bool("json", false, "print one JSON object per row instead of a table")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, benchUsage)
@@ -111,6 +114,9 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	if *sessions < 1 || *sessions > 256 {
 		return fmt.Errorf("bench: --sessions must be between 1 and 256, got %d", *sessions)
+	}
+	if *chargers < 1 || *chargers > 15000 {
+		return fmt.Errorf("bench: --chargers must be between 1 and 15000 (one process holds at most 20,000 open files here), got %d", *chargers)
 	}
 	var selected []string
 	for _, n := range strings.Split(*scenarios, ",") {
@@ -131,7 +137,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 
 	var id [4]byte
 	_, _ = rand.Read(id[:])
-	b := &bench{duration: *duration, redisURL: *redisURL, mqttURL: *mqttURL, sessions: *sessions, json: *jsonOut,
+	b := &bench{duration: *duration, redisURL: *redisURL, mqttURL: *mqttURL, sessions: *sessions, chargers: *chargers, json: *jsonOut,
 		stdout: stdout, stderr: stderr, runID: "cfbench" + hex.EncodeToString(id[:]),
 		log:       slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		brokerLog: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))}

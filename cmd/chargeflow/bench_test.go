@@ -210,3 +210,16 @@ func TestBenchFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchReconnect: a storm of chargers with passwords on the embedded
+// broker, first with every password hashed the slow way, then verified.
+func TestBenchReconnect(t *testing.T) {
+	out, errOut, err := runBenchCmd(t, "--scenario", "reconnect", "--chargers", "5")
+	if err != nil {
+		t.Fatalf("bench: %v\n%s\n%s", err, out, errOut)
+	}
+	checkTable(t, out, "reconnect.first", "reconnect.again")
+	if _, _, err := runBenchCmd(t, "--scenario", "reconnect", "--chargers", "0"); err == nil || !strings.Contains(err.Error(), "--chargers") {
+		t.Fatalf("--chargers 0: %v", err)
+	}
+}

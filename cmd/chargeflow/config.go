@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/chargeflow/chargeflow/fsm"
+	"github.com/chargeflow/chargeflow/session"
 )
 
 // setting is one configuration variable of docs/service.md §4. Its flag is the
@@ -36,6 +37,10 @@ var settings = []setting{
 	{env: "CHARGEFLOW_MQTT_USERNAME", help: "chargeflow's own broker account"},
 	{env: "CHARGEFLOW_MQTT_PASSWORD", secret: true, help: "chargeflow's own broker password"},
 	{env: "CHARGEFLOW_MQTT_LISTEN", def: ":1883", help: "embedded broker's listen address"},
+	{env: "CHARGEFLOW_MQTT_TLS_LISTEN", help: "embedded broker's TLS listen address (off when empty)"},
+	{env: "CHARGEFLOW_MQTT_TLS_CERT", help: "PEM certificate chain of the TLS listener (read again when the file changes)"},
+	{env: "CHARGEFLOW_MQTT_TLS_KEY", help: "PEM private key of the TLS listener (read again when the file changes)"},
+	{env: "CHARGEFLOW_MQTT_CA_FILE", help: "PEM CA bundle trusted for ssl://, mqtts:// and tls:// broker URLs (system roots when empty)"},
 	{env: "CHARGEFLOW_MQTT_PREFIX", def: "ev/v1", help: "topic prefix"},
 	{env: "CHARGEFLOW_MQTT_SHARE_GROUP", help: "subscribe charger topics as $share/<group>/… so instances split the load"},
 	{env: "CHARGEFLOW_INSTANCE_ID", help: "this process's name (MQTT client id suffix, lease owner); default host name + pid"},
@@ -55,6 +60,7 @@ var settings = []setting{
 	{env: "CHARGEFLOW_OFFLINE_GRACE", def: "10m", help: "how long an offline charger's session waits for its queued end"},
 	{env: "CHARGEFLOW_POLL_INTERVAL", def: "30s", help: "how often an order is queried while a notification is awaited"},
 	{env: "CHARGEFLOW_DEBIT_RETRY", def: "1m,5m,30m,2h,6h,24h", help: "debit retry back-off; the last one repeats"},
+	{env: "CHARGEFLOW_RECONCILE_AT", def: "10:00", help: "Beijing time of day the daily reconciliation of the previous day runs (off disables)"},
 	{env: "CHARGEFLOW_WEBHOOK_URL", help: "where session events are POSTed (off when empty)"},
 	{env: "CHARGEFLOW_WEBHOOK_SECRET", secret: true, help: "the HMAC key that signs webhook events (required with CHARGEFLOW_WEBHOOK_URL)"},
 	{env: "CHARGEFLOW_WEBHOOK_RETRY", def: "10s,30s,1m,5m,15m,30m,1h", help: "webhook retry back-off within the 24 h delivery window; the last one repeats"},
@@ -70,6 +76,8 @@ type Config struct {
 
 	MQTTURL, MQTTUsername, MQTTPassword, MQTTListen, MQTTPrefix, MQTTShareGroup string
 
+	MQTTTLSListen, MQTTTLSCert, MQTTTLSKey, MQTTCAFile string // mqtttls.go
+
 	InstanceID string
 
 	HuifuBaseURL, HuifuSysID, HuifuProductID, HuifuMerchantID string
@@ -79,6 +87,11 @@ type Config struct {
 
 	LogFormat string
 	Machine   fsm.Config
+
+	// ReconcileAt is the Beijing time of day (from midnight) of the daily
+	// reconciliation; ReconcileOn is false when it is off.
+	ReconcileAt time.Duration
+	ReconcileOn bool
 
 	Webhooks webhookConfig
 }
@@ -161,6 +174,8 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*C
 		RedisURL: vals["CHARGEFLOW_REDIS_URL"], RedisPrefix: vals["CHARGEFLOW_REDIS_PREFIX"], DataDir: vals["CHARGEFLOW_DATA_DIR"],
 		MQTTURL: vals["CHARGEFLOW_MQTT_URL"], MQTTUsername: vals["CHARGEFLOW_MQTT_USERNAME"], MQTTPassword: vals["CHARGEFLOW_MQTT_PASSWORD"],
 		MQTTListen: vals["CHARGEFLOW_MQTT_LISTEN"], MQTTPrefix: vals["CHARGEFLOW_MQTT_PREFIX"], MQTTShareGroup: vals["CHARGEFLOW_MQTT_SHARE_GROUP"],
+		MQTTTLSListen: vals["CHARGEFLOW_MQTT_TLS_LISTEN"], MQTTTLSCert: vals["CHARGEFLOW_MQTT_TLS_CERT"],
+		MQTTTLSKey: vals["CHARGEFLOW_MQTT_TLS_KEY"], MQTTCAFile: vals["CHARGEFLOW_MQTT_CA_FILE"],
 		InstanceID:   vals["CHARGEFLOW_INSTANCE_ID"],
 		HuifuBaseURL: strings.TrimRight(vals["CHARGEFLOW_HUIFU_BASE_URL"], "/"), HuifuSysID: vals["CHARGEFLOW_HUIFU_SYS_ID"],
 		HuifuProductID: vals["CHARGEFLOW_HUIFU_PRODUCT_ID"], HuifuMerchantID: vals["CHARGEFLOW_HUIFU_MERCHANT_ID"],
@@ -199,6 +214,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*C
 	} else if c.MQTTListen == "" {
 		bad("CHARGEFLOW_MQTT_LISTEN", "must not be empty when CHARGEFLOW_MQTT_URL is empty")
 	}
+	c.checkMQTTTLS(bad)
 	if c.MQTTPrefix == "" || strings.ContainsAny(c.MQTTPrefix, "#+") || strings.HasPrefix(c.MQTTPrefix, "/") || strings.HasSuffix(c.MQTTPrefix, "/") {
 		bad("CHARGEFLOW_MQTT_PREFIX", "must be a topic prefix without wildcards or surrounding '/', got %q", c.MQTTPrefix)
 	}
@@ -270,6 +286,11 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*C
 			continue
 		}
 		*d.dst = v
+	}
+	if at, on, err := session.ParseTimeOfDay(vals["CHARGEFLOW_RECONCILE_AT"]); err != nil {
+		bad("CHARGEFLOW_RECONCILE_AT", "%v", err)
+	} else {
+		c.ReconcileAt, c.ReconcileOn = at, on
 	}
 	c.Machine.DebitRetry = nil
 	for _, part := range strings.Split(vals["CHARGEFLOW_DEBIT_RETRY"], ",") {

@@ -4,6 +4,10 @@
 //	chargeflow sim             a fleet of simulated chargers
 //	chargeflow sandbox         the Huifu Pay Score sandbox as a server
 //	chargeflow bench           load scenarios, each figure beside its baseline
+//	chargeflow backup --to F   a consistent copy of the embedded store
+//	chargeflow version         what the binary was built from
+//	chargeflow healthcheck     exit 0 when a running service's /healthz answers 200
+//	chargeflow reconcile       a Beijing day's ledger against Huifu's trade bill
 //
 // main only calls run; everything is injected so tests can start the real
 // program in-process.
@@ -24,7 +28,7 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chargeflow:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }
 
@@ -41,6 +45,10 @@ commands:
   sim       run simulated chargers against an MQTT broker
   sandbox   run the Huifu Pay Score sandbox
   bench     run the load scenarios and print figures beside their baselines
+  backup    copy the embedded store consistently, while serve runs or not (backup --to FILE)
+  version   print the module version, VCS revision and time, and Go version
+  healthcheck  exit 0 when /healthz answers 200 (--url to ask another URL)
+  reconcile reconcile a Beijing day against Huifu's trade bill (--date YYYY-MM-DD)
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

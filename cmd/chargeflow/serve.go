@@ -24,7 +24,6 @@ import (
 	"github.com/chargeflow/chargeflow/session"
 	"github.com/chargeflow/chargeflow/store"
 	boltstore "github.com/chargeflow/chargeflow/store/bolt"
-	redisstore "github.com/chargeflow/chargeflow/store/redis"
 )
 
 func init() { commands["serve"] = runServe }
@@ -87,21 +86,14 @@ func (a *app) start(ctx context.Context) error {
 	a.onClose(cancel)
 
 	// Store.
-	var st store.Store
-	if cfg.RedisURL != "" {
-		rs, err := redisstore.New(ctx, cfg.RedisURL, redisstore.Options{Prefix: cfg.RedisPrefix, Logger: a.log.With("component", "store")})
-		if err != nil {
-			return fmt.Errorf("CHARGEFLOW_REDIS_URL: %w", err)
-		}
-		st = rs
-	} else {
-		bs, err := boltstore.Open(cfg.DataDir, boltstore.Options{})
-		if err != nil {
-			return fmt.Errorf("CHARGEFLOW_DATA_DIR: %w", err)
-		}
-		st = bs
+	st, err := openStore(ctx, cfg, a.log)
+	if err != nil {
+		return err
 	}
 	a.onClose(func() { st.Close() })
+	if bs, ok := st.(*boltstore.Store); ok {
+		a.startBackupSocket(cfg.DataDir, bs) // chargeflow backup, while serve holds the file (backup.go)
+	}
 	if err := ensureTariff(ctx, st); err != nil {
 		return err
 	}
@@ -121,6 +113,9 @@ func (a *app) start(ctx context.Context) error {
 	// Metrics: one registry per running service (GET /metrics).
 	met := metrics.New()
 	if err := met.WatchStore(st, 0, nil); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	if err := met.WatchReconciliations(st, 0); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 
@@ -146,18 +141,8 @@ func (a *app) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-	} else {
-		key, err := payscore.LoadPrivateKey(cfg.HuifuPrivateKey)
-		if err != nil {
-			return fmt.Errorf("CHARGEFLOW_HUIFU_PRIVATE_KEY: %w", err)
-		}
-		pub, err := payscore.LoadPublicKey(cfg.HuifuPublicKey)
-		if err != nil {
-			return fmt.Errorf("CHARGEFLOW_HUIFU_PUBLIC_KEY: %w", err)
-		}
-		payCfg = payscore.Config{BaseURL: cfg.HuifuBaseURL, SysID: cfg.HuifuSysID, ProductID: cfg.HuifuProductID,
-			HuifuID: cfg.HuifuMerchantID, ServiceID: cfg.PayScoreServiceID,
-			Signer: payscore.NewRSASigner(key), Verifier: payscore.NewRSAVerifier(pub)}
+	} else if payCfg, err = huifuConfig(cfg); err != nil {
+		return err
 	}
 	payCfg.NotifyURL = publicURL + "/notify/huifu/payscore"
 	payCfg.Logger = a.log.With("component", "payscore")
@@ -172,8 +157,13 @@ func (a *app) start(ctx context.Context) error {
 	var broker *charger.EmbeddedBroker
 	mqttURL := cfg.MQTTURL
 	if cfg.MQTTURL != "" {
+		clientTLS, err := charger.ClientTLSConfig(cfg.MQTTCAFile) // used for ssl:// and mqtts:// only
+		if err != nil {
+			return fmt.Errorf("CHARGEFLOW_MQTT_CA_FILE: %w", err)
+		}
 		pl, err := charger.NewPahoLink(charger.PahoConfig{URL: cfg.MQTTURL, Username: cfg.MQTTUsername, Password: cfg.MQTTPassword,
-			ClientID: "chargeflow-" + cfg.InstanceID, Prefix: cfg.MQTTPrefix, ShareGroup: cfg.MQTTShareGroup, Logger: a.log.With("component", "mqtt")})
+			ClientID: "chargeflow-" + cfg.InstanceID, Prefix: cfg.MQTTPrefix, ShareGroup: cfg.MQTTShareGroup, TLSConfig: clientTLS,
+			Logger: a.log.With("component", "mqtt")})
 		if err != nil {
 			return fmt.Errorf("CHARGEFLOW_MQTT_URL: %w", err)
 		}
@@ -183,9 +173,13 @@ func (a *app) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		broker, err = charger.NewEmbeddedBroker(charger.EmbeddedConfig{ListenAddr: listenAddr, Prefix: cfg.MQTTPrefix,
+		bc := charger.EmbeddedConfig{ListenAddr: listenAddr, Prefix: cfg.MQTTPrefix,
 			ServiceUsername: cfg.MQTTUsername, ServicePassword: cfg.MQTTPassword, Credentials: session.Credentials(st),
-			Logger: a.log.With("component", "broker")})
+			Logger: a.log.With("component", "broker")}
+		if err := a.embeddedTLS(&bc); err != nil {
+			return err
+		}
+		broker, err = charger.NewEmbeddedBroker(bc)
 		if err != nil {
 			return fmt.Errorf("CHARGEFLOW_MQTT_LISTEN: %w", err)
 		}
@@ -205,7 +199,7 @@ func (a *app) start(ctx context.Context) error {
 		}
 	}
 	if err := link.Start(runCtx, met.WrapHandler(eng.HandleCharger)); err != nil {
-		return fmt.Errorf("mqtt: %w", err)
+		return fmt.Errorf("mqtt: %w", brokerConnectError(err))
 	}
 	if broker != nil {
 		mqttURL = broker.URL() // known once it listens
@@ -213,6 +207,9 @@ func (a *app) start(ctx context.Context) error {
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); _ = eng.Run(runCtx) }()
 	if err := a.startWebhooks(runCtx, cfg, st, met); err != nil {
+		return err
+	}
+	if err := a.startReconcile(runCtx, st, pay, eng); err != nil {
 		return err
 	}
 
@@ -252,7 +249,7 @@ func (a *app) start(ctx context.Context) error {
 			return err
 		}
 	}
-	fmt.Fprintf(a.stdout, "chargeflow ready: http=%s mqtt=%s store=%s instance=%s\n", httpURL, mqttURL, storeName(cfg), cfg.InstanceID)
+	fmt.Fprintf(a.stdout, "chargeflow ready: http=%s mqtt=%s%s store=%s instance=%s\n", httpURL, mqttURL, tlsReady(broker), storeName(cfg), cfg.InstanceID)
 	if cfg.Dev {
 		fmt.Fprintf(a.stdout, "  live board:     %s/   (operator token: %s)\n", httpURL, devOperatorToken)
 		fmt.Fprintf(a.stdout, "  API tokens:     app %q, operator %q\n", devAppToken, devOperatorToken)

@@ -24,6 +24,7 @@ func runSim(ctx context.Context, args []string, getenv func(string) string, stdo
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	broker := fs.String("broker", simOrEnv(getenv("CHARGEFLOW_MQTT_URL"), "tcp://127.0.0.1:1883"), "MQTT broker URL (tcp://, ssl://, mqtts://)")
+	caFile := fs.String("ca-file", getenv("CHARGEFLOW_MQTT_CA_FILE"), "PEM CA bundle the chargers trust for ssl:// and mqtts:// (env CHARGEFLOW_MQTT_CA_FILE; empty: the system roots)")
 	prefix := fs.String("prefix", simOrEnv(getenv("CHARGEFLOW_MQTT_PREFIX"), charger.DefaultPrefix), "topic prefix")
 	n := fs.Int("chargers", 4, "number of chargers SIM-001…SIM-N (ignored with --ids)")
 	ids := fs.String("ids", "", "comma-separated charger ids")
@@ -66,7 +67,11 @@ func runSim(ctx context.Context, args []string, getenv func(string) string, stdo
 	for _, id := range list {
 		specs = append(specs, sim.ChargerSpec{ID: id, Password: *password, Connectors: conns})
 	}
-	fleet, err := sim.New(sim.Config{BrokerURL: *broker, Prefix: *prefix, Chargers: specs,
+	tlsConfig, err := charger.ClientTLSConfig(*caFile)
+	if err != nil {
+		return fmt.Errorf("sim: --ca-file: %w", err)
+	}
+	fleet, err := sim.New(sim.Config{BrokerURL: *broker, Prefix: *prefix, Chargers: specs, TLSConfig: tlsConfig,
 		MeterInterval: *meterEvery, PowerW: *power, Logger: log, StateDir: *stateDir})
 	if err != nil {
 		return err

@@ -122,7 +122,9 @@ func newStackWith(t *testing.T, backend string, chargers int, bin string, env ..
 	}
 	switch backend {
 	case "embedded":
-		s.env["CHARGEFLOW_DATA_DIR"] = t.TempDir()
+		if s.env["CHARGEFLOW_DATA_DIR"] == "" { // a test may start on a given store (a backup)
+			s.env["CHARGEFLOW_DATA_DIR"] = t.TempDir()
+		}
 		s.env["CHARGEFLOW_MQTT_LISTEN"] = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	case "external":
 		ns := testenv.Namespace(t)
@@ -131,7 +133,9 @@ func newStackWith(t *testing.T, backend string, chargers int, bin string, env ..
 			s.env["CHARGEFLOW_REDIS_URL"] = testenv.Redis(t)
 		}
 		s.env["CHARGEFLOW_REDIS_PREFIX"] = ns
-		s.env["CHARGEFLOW_MQTT_URL"] = testenv.MQTT(t)
+		if s.env["CHARGEFLOW_MQTT_URL"] == "" { // a broker's TLS listener may be given in env
+			s.env["CHARGEFLOW_MQTT_URL"] = testenv.MQTT(t)
+		}
 		s.env["CHARGEFLOW_MQTT_PREFIX"] = s.prefix
 	default:
 		t.Fatalf("unknown backend %q", backend)

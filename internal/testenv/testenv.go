@@ -37,6 +37,9 @@ type Process struct {
 	Name string
 	Addr string // host:port
 	URL  string // redis://… or tcp://…
+	// TLSURL is the ssl://… URL of a Mosquitto's TLS listener
+	// (MosquittoTLSProcess), empty otherwise.
+	TLSURL string
 
 	t       testing.TB
 	args    []string
@@ -84,10 +87,17 @@ func MQTT(t testing.TB) string {
 // process's private directory.
 func MosquittoProcess(t testing.TB, extraConfig string) *Process {
 	t.Helper()
+	return mosquittoProcess(t, func(dir string) string { return strings.ReplaceAll(extraConfig, "{{dir}}", dir) })
+}
+
+// mosquittoProcess starts a private mosquitto whose extra configuration is
+// made for each start attempt (a listener of its own may need a new port).
+func mosquittoProcess(t testing.TB, extra func(dir string) string) *Process {
+	t.Helper()
 	bin := lookPath(t, "mosquitto")
 	dir := t.TempDir()
-	extraConfig = strings.ReplaceAll(extraConfig, "{{dir}}", dir)
 	return start(t, "mosquitto", func(port int) []string {
+		extraConfig := extra(dir)
 		conf := fmt.Sprintf("listener %d 127.0.0.1\n", port)
 		if !strings.Contains(extraConfig, "allow_anonymous") {
 			conf += "allow_anonymous true\n"

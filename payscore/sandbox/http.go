@@ -32,6 +32,7 @@ func (s *Sandbox) routes() *http.ServeMux {
 	mux.HandleFunc("POST /_sandbox/faults/next", s.handleFailNext)
 	mux.HandleFunc("POST /_sandbox/faults/notifications", s.handleNotificationFaults)
 	mux.HandleFunc("POST /_sandbox/auto-confirm", s.handleAutoConfirm)
+	s.billRoutes(mux)
 	return mux
 }
 

@@ -42,6 +42,7 @@ type payment struct {
 	HfSeqID, ReqSeqID, ReqDate string
 	Amount, Refunded           money.Fen
 	ByUser                     bool
+	refunds                    []refundLine // for the trade bill (bill.go)
 }
 
 type seenRequest struct {
@@ -531,8 +532,10 @@ func (s *Sandbox) refund(d map[string]string) (reply, []note) {
 		return fail(payscore.CodeLogicError, "", "退款金额超过可退金额"), nil
 	}
 	p.Refunded += amt
+	hf := s.nextID("HF")
+	p.refunds = append(p.refunds, refundLine{ReqSeqID: d["req_seq_id"], ReqDate: d["req_date"], HfSeqID: hf, Amount: amt})
 	return ok(map[string]string{"huifu_id": p.o.huifuID, "req_seq_id": d["req_seq_id"], "req_date": d["req_date"],
-		"hf_seq_id": s.nextID("HF"), "ord_amt": amt.Yuan(), "trans_stat": payscore.TransSucceeded,
+		"hf_seq_id": hf, "ord_amt": amt.Yuan(), "trans_stat": payscore.TransSucceeded,
 		"org_req_date": p.ReqDate, "org_hf_seq_id": p.HfSeqID}), nil
 }
 

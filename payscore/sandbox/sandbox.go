@@ -116,6 +116,8 @@ type Sandbox struct {
 	duplicate   bool
 	autoConfirm time.Duration
 	deliveries  []*Delivery
+	billEdits   map[string][]BillEdit // by day (bill.go)
+	billsHeld   bool
 }
 
 // New starts a sandbox.

@@ -96,6 +96,9 @@ type statePayment struct {
 	Amount   money.Fen `json:"amount_fen"`
 	Refunded money.Fen `json:"refunded_fen,omitempty"`
 	ByUser   bool      `json:"by_user,omitempty"`
+
+	// Refunds are the refunds of the payment, for the trade bill (bill.go).
+	Refunds []refundLine `json:"refunds,omitempty"`
 }
 
 type stateSeen struct {
@@ -152,7 +155,7 @@ func (s *Sandbox) restore(st *stateFile) error {
 		}
 		for _, sp := range so.Payments {
 			p := &payment{o: o, HfSeqID: sp.HfSeqID, ReqSeqID: sp.ReqSeqID, ReqDate: sp.ReqDate,
-				Amount: sp.Amount, Refunded: sp.Refunded, ByUser: sp.ByUser}
+				Amount: sp.Amount, Refunded: sp.Refunded, ByUser: sp.ByUser, refunds: sp.Refunds}
 			o.payments = append(o.payments, p)
 			s.payments[p.ReqDate+"/"+p.HfSeqID] = p
 		}
@@ -183,7 +186,7 @@ func (s *Sandbox) snapshotLocked() ([]byte, error) {
 		}
 		for _, p := range o.payments {
 			so.Payments = append(so.Payments, statePayment{HfSeqID: p.HfSeqID, ReqSeqID: p.ReqSeqID, ReqDate: p.ReqDate,
-				Amount: p.Amount, Refunded: p.Refunded, ByUser: p.ByUser})
+				Amount: p.Amount, Refunded: p.Refunded, ByUser: p.ByUser, Refunds: p.refunds})
 		}
 		st.Orders = append(st.Orders, so)
 	}

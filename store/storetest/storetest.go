@@ -149,6 +149,7 @@ func Run(t *testing.T, newOpener func(t *testing.T) Opener) {
 		{"ChangeFeedWait", testChangeFeedWait},
 		{"ChargersTariffsAnomalies", testChargers},
 		{"CorruptData", testCorrupt},
+		{"Reconciliations", testReconciliations},
 		{"WebhooksInOrder", testWebhooksInOrder},
 		{"WebhookLeases", testWebhookLeases},
 		{"WebhookLog", testWebhookLog},

@@ -16,6 +16,7 @@ const st = {
   chargers: new Map(), // id → charger view
   stats: null,
   anomalies: [],
+  reconciliations: [], // the last days, each with its differing lines
   webhooks: new Map(), // session id → failing webhook deliveries' reasons
   filter: { state: '', charger: '', flag: '' },
   selected: '', // session id shown in the drawer
@@ -170,10 +171,21 @@ async function loadAnomalies() {
   st.anomalies = r?.anomalies ?? [];
 }
 
+// loadReconciliations reads the last days reconciled against Huifu's bill,
+// and the differing lines of those that have some (docs/service.md §6).
+async function loadReconciliations() {
+  const r = await api('/v1/reconciliations?limit=7');
+  const days = r?.reconciliations ?? [];
+  await Promise.all(days.map(async (d) => {
+    d.lines = d.differences > 0 ? ((await api(`/v1/reconciliations/${d.date}`))?.lines ?? []) : [];
+  }));
+  st.reconciliations = days;
+}
+
 // loadAll reads everything the board shows: the latest sessions, every
 // unfinished one, every flagged one, the chargers, counters and anomalies.
 async function loadAll() {
-  const jobs = [loadStats(), loadChargers(), loadAnomalies(), loadSessions({})];
+  const jobs = [loadStats(), loadChargers(), loadAnomalies(), loadReconciliations(), loadSessions({})];
   for (const s of ['created', 'user_confirmed', 'charging', 'stopping', 'completed', 'deducting']) jobs.push(loadSessions({ state: s }));
   for (const f of ALERT_FLAGS) jobs.push(loadSessions({ flag: f }));
   const res = await Promise.allSettled(jobs);
@@ -260,6 +272,7 @@ function render() {
   renderAttention();
   renderChargers();
   renderAnomalies();
+  renderReconciliations();
   renderDetail();
   st.flash.clear();
 }
@@ -373,6 +386,21 @@ function renderAnomalies() {
   }, h('span', { class: 'when' }, bjShort(a.at)), a.charger_id ? `${a.charger_id} · ` : '', a.reason,
   a.session_id ? h('span', { class: 'muted' }, ` (${shortId(a.session_id)})`) : null)));
   $('anomalies-empty').hidden = st.anomalies.length > 0;
+}
+
+function renderReconciliations() {
+  const outcome = { missing_at_huifu: 'missing at Huifu', missing_here: 'missing here', amount_mismatch: 'amount differs', status_mismatch: 'status differs' };
+  $('reconciliations').replaceChildren(...st.reconciliations.map((d) => h('li', { class: 'day', dataset: { date: d.date, status: d.status } },
+    h('div', {}, h('b', {}, d.date), ' ',
+      h('span', { class: 'pill' + (d.status === 'matched' ? '' : ' warn') }, d.status),
+      h('span', { class: 'muted' }, ` ${d.matched} matched · ${d.differences} differences`),
+      d.error ? h('div', { class: 'muted' }, d.error) : null),
+    h('ul', { class: 'lines' }, (d.lines ?? []).map((l) => h('li', { class: 'line', dataset: { outcome: l.outcome } },
+      `${outcome[l.outcome] ?? l.outcome} · ${l.kind} · ours ${yuan(l.our_amount_fen)} / Huifu ${yuan(l.huifu_amount_fen)} `,
+      l.session_id
+        ? h('a', { href: `#session=${l.session_id}`, dataset: { session: l.session_id }, onclick: (e) => { e.preventDefault(); openDetail(l.session_id); } }, shortId(l.session_id))
+        : h('span', { class: 'muted' }, l.hf_seq_id || l.req_seq_id || 'unknown session')))))));
+  $('reconciliations-empty').hidden = st.reconciliations.length > 0;
 }
 
 // ---------- filters ----------

@@ -4,11 +4,11 @@
 export const STATES = ['created', 'user_confirmed', 'charging', 'stopping', 'completed', 'deducting', 'paid', 'cancelled', 'refunded'];
 export const TERMINAL = new Set(['paid', 'cancelled', 'refunded']);
 export const ACTIVE = new Set(['created', 'user_confirmed', 'charging', 'stopping']);
-export const FLAGS = ['charger_offline', 'clock_skew', 'meter_anomaly', 'stop_unconfirmed', 'amount_capped', 'payment_overdue', 'closed_by_operator'];
+export const FLAGS = ['charger_offline', 'clock_skew', 'meter_anomaly', 'stop_unconfirmed', 'amount_capped', 'payment_overdue', 'closed_by_operator', 'reconcile_mismatch'];
 // Flags that ask for an operator (amount_capped and closed_by_operator are
 // records of what happened, shown but not listed as trouble).
-export const ALERT_FLAGS = new Set(['charger_offline', 'clock_skew', 'meter_anomaly', 'stop_unconfirmed', 'payment_overdue']);
-export const BAD_FLAGS = new Set(['payment_overdue', 'stop_unconfirmed', 'meter_anomaly']);
+export const ALERT_FLAGS = new Set(['charger_offline', 'clock_skew', 'meter_anomaly', 'stop_unconfirmed', 'payment_overdue', 'reconcile_mismatch']);
+export const BAD_FLAGS = new Set(['payment_overdue', 'stop_unconfirmed', 'meter_anomaly', 'reconcile_mismatch']);
 
 export const STATE_LABEL = {
   created: 'created', user_confirmed: 'user confirmed', charging: 'charging', stopping: 'stopping',
