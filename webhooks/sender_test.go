@@ -15,8 +15,10 @@ import (
 
 	"github.com/chargeflow/chargeflow/client/webhook"
 	"github.com/chargeflow/chargeflow/fsm"
+	"github.com/chargeflow/chargeflow/internal/testenv"
 	"github.com/chargeflow/chargeflow/store"
 	boltstore "github.com/chargeflow/chargeflow/store/bolt"
+	redisstore "github.com/chargeflow/chargeflow/store/redis"
 	"github.com/chargeflow/chargeflow/webhooks"
 )
 
@@ -210,6 +212,66 @@ func TestConfigRefused(t *testing.T) {
 	for _, cfg := range []webhooks.Config{{URL: "", Secret: secret}, {URL: "ftp://x/y", Secret: secret}, {URL: "http://x/y"}} {
 		if _, err := webhooks.New(cfg, st, nil, nil, nil); err == nil {
 			t.Errorf("config %+v accepted", cfg)
+		}
+	}
+}
+
+// TestTwoInstancesShareTheQueues: two senders (two instances) on one Redis
+// deliver every event of every session once acknowledged, each session's
+// in order, through refusals.
+func TestTwoInstancesShareTheQueues(t *testing.T) {
+	st, err := redisstore.New(t.Context(), testenv.Redis(t), redisstore.Options{Prefix: testenv.Namespace(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var mu sync.Mutex
+	acked := map[string][]string{} // session → event types, as first acknowledged
+	seen := map[string]bool{}
+	var n int
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		ev, err := webhook.ConstructEvent(secret, r.Header.Get(webhook.SignatureHeader), body, 0)
+		if err != nil {
+			t.Errorf("unverifiable: %v", err)
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if n++; n%3 == 0 {
+			w.WriteHeader(http.StatusBadGateway)
+			return
+		}
+		if !seen[ev.ID] {
+			seen[ev.ID] = true
+			acked[ev.Data.ID] = append(acked[ev.Data.ID], ev.Type)
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	types := []string{"session.created", "session.user_confirmed", "session.charging", "session.stopping", "session.completed"}
+	const sessions = 6
+	for i := range sessions {
+		queue(t, st, fmt.Sprintf("s%d", i), types...)
+	}
+	for _, inst := range []string{"inst-a", "inst-b"} {
+		s, err := webhooks.New(webhooks.Config{URL: srv.URL, Secret: secret, InstanceID: inst, Workers: 2,
+			Retry: []time.Duration{5 * time.Millisecond}, IdleWait: 5 * time.Millisecond}, st, nil, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = s.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+	}
+	waitFor(t, "every event", func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == sessions*len(types) })
+	mu.Lock()
+	defer mu.Unlock()
+	for i := range sessions {
+		if got := acked[fmt.Sprintf("s%d", i)]; fmt.Sprint(got) != fmt.Sprint(types) {
+			t.Errorf("session s%d delivered %v", i, got)
 		}
 	}
 }
