@@ -40,7 +40,7 @@ type Webhooks interface {
 	// It takes its place in the session's order (by Seq). ErrNotFound.
 	RetryDelivery(ctx context.Context, id string, now time.Time) (Delivery, error)
 	// ListDeliveries pages through deliveries newest first (by CreatedAt,
-	// then id). As with ListSessions a page may hold fewer than Limit
+	// then id; one session's by Seq, its true order). As with ListSessions a page may hold fewer than Limit
 	// deliveries while NextCursor is not empty; the end is NextCursor == "".
 	ListDeliveries(ctx context.Context, f DeliveryFilter) (DeliveryPage, error)
 	// DeliveryStats counts pending and failed deliveries. The Redis adapter
@@ -262,16 +262,22 @@ func (f DeliveryFilter) Check() (int, error) {
 	return Filter{Limit: f.Limit}.PageLimit()
 }
 
-// PageDeliveries fills page with the deliveries of all that match f, newest
-// first, after the LogKey after ("" = from the newest), limit at most.
-func PageDeliveries(all []Delivery, f DeliveryFilter, limit int, after string, page *DeliveryPage) error {
-	slices.SortFunc(all, func(a, b Delivery) int { return strings.Compare(b.LogKey(), a.LogKey()) })
+// SessionKey orders one session's deliveries: newest first is descending
+// SessionKey (16 hex digits of Seq, then the id; the cursor of a session's
+// list).
+func (d Delivery) SessionKey() string { return fmt.Sprintf("%016x|%s", uint64(max(d.Seq, 0)), d.ID) }
+
+// PageSessionDeliveries fills page with the deliveries of one session's
+// all that match f, newest (highest Seq) first, after the SessionKey after
+// ("" = from the newest), limit at most.
+func PageSessionDeliveries(all []Delivery, f DeliveryFilter, limit int, after string, page *DeliveryPage) error {
+	slices.SortFunc(all, func(a, b Delivery) int { return strings.Compare(b.SessionKey(), a.SessionKey()) })
 	for _, d := range all {
-		if after != "" && d.LogKey() >= after || !f.Matches(d) {
+		if after != "" && d.SessionKey() >= after || !f.Matches(d) {
 			continue
 		}
 		if len(page.Deliveries) == limit {
-			page.NextCursor = EncodeCursor(page.Deliveries[limit-1].LogKey())
+			page.NextCursor = EncodeCursor(page.Deliveries[limit-1].SessionKey())
 			return nil
 		}
 		page.Deliveries = append(page.Deliveries, d)

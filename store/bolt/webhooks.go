@@ -286,6 +286,10 @@ func (s *Store) RetryDelivery(ctx context.Context, id string, now time.Time) (d 
 	return d, err
 }
 
+// maxDeliveryScan bounds the log entries one ListDeliveries page looks at
+// (a selective status filter over a long log).
+const maxDeliveryScan = 5000
+
 // ListDeliveries implements store.Store: a session's own deliveries from its
 // queue bucket, the given-up ones from their index, the rest from the log.
 func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) (page store.DeliveryPage, err error) {
@@ -314,11 +318,17 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) (pag
 			cur.Seek([]byte(after))
 			k, _ = cur.Prev()
 		}
-		for ; k != nil; k, _ = cur.Prev() {
+		var last []byte
+		for scanned := 0; k != nil; k, _ = cur.Prev() {
 			if len(page.Deliveries) == limit {
 				page.NextCursor = store.EncodeCursor(page.Deliveries[limit-1].LogKey())
 				return nil
 			}
+			if scanned++; scanned > maxDeliveryScan {
+				page.NextCursor = store.EncodeCursor(string(last)) // a short page: go on after the last one looked at
+				return nil
+			}
+			last = k
 			sess, seq, err := store.ParseEventID(store.LogKeyID(string(k)))
 			if err != nil {
 				return store.Corrupt(string(idx)+"/"+string(k), err)
@@ -348,7 +358,7 @@ func sessionDeliveries(tx *bolt.Tx, f store.DeliveryFilter, limit int, after str
 		}
 		all = append(all, d)
 	}
-	return store.PageDeliveries(all, f, limit, after, page)
+	return store.PageSessionDeliveries(all, f, limit, after, page)
 }
 
 // DeliveryStats implements store.Store.

@@ -402,7 +402,7 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) (sto
 			}
 			all = append(all, d)
 		}
-		return page, store.PageDeliveries(all, f, limit, after, &page)
+		return page, store.PageSessionDeliveries(all, f, limit, after, &page)
 	}
 	key := s.whLogKey()
 	switch f.Status {

@@ -253,6 +253,19 @@ func testWebhookLog(e *env) {
 	if len(paged) != 3 || paged[2] != first {
 		t.Fatalf("paged %v", paged)
 	}
+	// one session's pages, by its order
+	paged, cursor = nil, ""
+	for range 10 {
+		p, err := e.s.ListDeliveries(e.ctx, store.DeliveryFilter{SessionID: "g1", Limit: 1, Cursor: cursor})
+		must(t, err)
+		paged = append(paged, deliveryIDs(p.Deliveries)...)
+		if cursor = p.NextCursor; cursor == "" {
+			break
+		}
+	}
+	if !slices.Equal(paged, []string{store.EventID("g1", 2, 0), first}) {
+		t.Fatalf("g1 paged %v", paged)
+	}
 	_, err = e.s.ListDeliveries(e.ctx, store.DeliveryFilter{Status: "lost"})
 	wantErr(t, err, store.ErrInvalid)
 
