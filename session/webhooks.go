@@ -1,6 +1,8 @@
 package session
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"time"
 
@@ -30,8 +32,10 @@ type WebhookEvent struct {
 // tells the webhook receiver of, when webhooks are on: a refund's outcome
 // first, then one event per transition, each with view (the session View
 // as GET /v1/sessions/{id} returns it after the commit) as its data. Their
-// ids are store.EventID(id, version, n): the same commit always yields the
-// same ids, and the store queues them in the same step as the transition.
+// ids are store.EventID(id, version, n, nonce) with a random nonce per
+// commit: fixed with the commit (every retry sends them unchanged), and new
+// for a commit made again at a version whose first commit a Redis failover
+// lost. The store queues them in the same step as the transition.
 func (e *Engine) webhookEvents(id string, version int64, ev fsm.Event, r fsm.Result, view []byte) []store.WebhookEvent {
 	if !e.cfg.Webhooks || !r.Changed {
 		return nil
@@ -51,12 +55,14 @@ func (e *Engine) webhookEvents(id string, version int64, ev fsm.Event, r fsm.Res
 		evs = append(evs, event{WebhookSessionType(h.To), h.At})
 	}
 	out := make([]store.WebhookEvent, 0, len(evs))
+	nonce := make([]byte, 6)
+	_, _ = rand.Read(nonce)
 	for n, x := range evs {
 		at := x.at
 		if at.IsZero() {
 			at = r.Session.UpdatedAt
 		}
-		we := WebhookEvent{ID: store.EventID(id, version, n), Type: x.typ, CreatedAt: at.UTC(), Data: view}
+		we := WebhookEvent{ID: store.EventID(id, version, n, hex.EncodeToString(nonce)), Type: x.typ, CreatedAt: at.UTC(), Data: view}
 		body, err := json.Marshal(we)
 		if err != nil {
 			// a View always encodes; an event that cannot is a bug, and

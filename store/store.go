@@ -242,7 +242,7 @@ type Commit struct {
 	ChangeData []byte
 	// Webhooks are events for the webhook receiver, queued for delivery in
 	// the same step (see Webhooks); the n-th must have the id
-	// EventID(session, ExpectedVersion+1, n).
+	// EventID(session, ExpectedVersion+1, n, nonce).
 	Webhooks []WebhookEvent
 }
 

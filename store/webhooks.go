@@ -62,7 +62,7 @@ type Webhooks interface {
 
 // WebhookEvent is one event to deliver, recorded with its commit.
 type WebhookEvent struct {
-	// ID is EventID(session, version, n): unique and stable (the
+	// ID is EventID(session, version, n, nonce): unique and stable (the
 	// receiver's deduplication key), and the delivery's id.
 	ID        string
 	Type      string
@@ -154,9 +154,17 @@ type DeliveryStats struct {
 const maxEventsPerCommit = 1000
 
 // EventID is the id of the n-th event (from 0) of the commit that made
-// version of session: evt_<session>_<version>_<n>.
-func EventID(session string, version int64, n int) string {
-	return "evt_" + session + "_" + strconv.FormatInt(version, 10) + "_" + strconv.Itoa(n)
+// version of session: evt_<session>_<version>_<n>, followed by
+// "_r<nonce>" when nonce is not empty. The engine gives every commit a
+// random nonce: a commit lost in a Redis failover and made again differently
+// at the same version must not reuse the lost events' ids (a receiver
+// de-duplicates on them).
+func EventID(session string, version int64, n int, nonce ...string) string {
+	id := "evt_" + session + "_" + strconv.FormatInt(version, 10) + "_" + strconv.Itoa(n)
+	if len(nonce) > 0 && nonce[0] != "" {
+		id += "_r" + nonce[0]
+	}
+	return id
 }
 
 // EventSeq orders a session's events: by version, then by place in the commit.
@@ -164,34 +172,49 @@ func EventSeq(version int64, n int) int64 { return version*maxEventsPerCommit + 
 
 // ParseEventID returns the session and Seq an EventID names, or ErrInvalid.
 func ParseEventID(id string) (session string, seq int64, err error) {
+	session, version, n, _, err := parseEventID(id)
+	return session, EventSeq(version, n), err
+}
+
+func parseEventID(id string) (session string, version int64, n int, nonce string, err error) {
+	bad := fmt.Errorf("%w: %q is not an event id", ErrInvalid, id)
 	rest, ok := strings.CutPrefix(id, "evt_")
+	if !ok {
+		return "", 0, 0, "", bad
+	}
+	if i := strings.LastIndexByte(rest, '_'); i > 0 && strings.HasPrefix(rest[i+1:], "r") {
+		nonce, rest = rest[i+2:], rest[:i]
+		if nonce == "" || strings.Trim(nonce, "0123456789abcdef") != "" {
+			return "", 0, 0, "", bad
+		}
+	}
 	i := strings.LastIndexByte(rest, '_')
-	if !ok || i <= 0 {
-		return "", 0, fmt.Errorf("%w: %q is not an event id", ErrInvalid, id)
+	if i <= 0 {
+		return "", 0, 0, "", bad
 	}
 	n, nerr := strconv.Atoi(rest[i+1:])
 	j := strings.LastIndexByte(rest[:i], '_')
 	if nerr != nil || j <= 0 || n < 0 || n >= maxEventsPerCommit {
-		return "", 0, fmt.Errorf("%w: %q is not an event id", ErrInvalid, id)
+		return "", 0, 0, "", bad
 	}
 	v, verr := strconv.ParseInt(rest[j+1:i], 10, 64)
 	if verr != nil || v < 1 {
-		return "", 0, fmt.Errorf("%w: %q is not an event id", ErrInvalid, id)
+		return "", 0, 0, "", bad
 	}
-	return rest[:j], EventSeq(v, n), nil
+	return rest[:j], v, n, nonce, nil
 }
 
 // NewDeliveries validates a commit's events (session id, version: the
 // version the commit creates) and returns them as pending deliveries, due
-// at once. ErrInvalid for an event whose id is not EventID(id, version, n).
+// at once. ErrInvalid for an event whose id is not EventID(id, version, n, …).
 func NewDeliveries(session string, version int64, events []WebhookEvent) ([]Delivery, error) {
 	if len(events) > maxEventsPerCommit {
 		return nil, fmt.Errorf("%w: %d webhook events in one commit", ErrInvalid, len(events))
 	}
 	out := make([]Delivery, 0, len(events))
 	for n, ev := range events {
-		if ev.ID != EventID(session, version, n) {
-			return nil, fmt.Errorf("%w: webhook event %q of session %s version %d: want id %s", ErrInvalid, ev.ID, session, version, EventID(session, version, n))
+		if sess, v, m, nonce, err := parseEventID(ev.ID); err != nil || sess != session || v != version || m != n || ev.ID != EventID(session, version, n, nonce) {
+			return nil, fmt.Errorf("%w: webhook event %q of session %s version %d: want id %s[_r<hex>]", ErrInvalid, ev.ID, session, version, EventID(session, version, n))
 		}
 		if ev.Type == "" || !json.Valid(ev.Body) {
 			return nil, fmt.Errorf("%w: webhook event %s without type or JSON body", ErrInvalid, ev.ID)

@@ -245,8 +245,13 @@ func TestWebhooksSurviveOutagesAndKill(t *testing.T) {
 			// twice (at least once).
 			rcv.setHold(true)
 			b := s.charge("CP-2", 5000)
-			bCreated := store.EventID(b.ID, 1, 0)
-			s.waitFor("B's first event held", func() bool { return rcv.acks(bCreated) == 1 })
+			var bCreated string
+			s.waitFor("B's first event held", func() bool {
+				if evs := rcv.delivered(b.ID); len(evs) > 0 {
+					bCreated = evs[0].ID
+				}
+				return bCreated != "" && rcv.acks(bCreated) == 1
+			})
 			s.kill()
 			rcv.stop()
 			rcv.setHold(false)

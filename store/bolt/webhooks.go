@@ -253,9 +253,18 @@ func (s *Store) GetDelivery(ctx context.Context, id string) (d store.Delivery, e
 	}
 	err = s.view(ctx, func(tx *bolt.Tx) error {
 		d, err = getDelivery(tx, sess, seq)
-		return err
+		return sameID(d, id, err)
 	})
 	return d, err
+}
+
+// sameID refuses a delivery at the place id names that is another event (a
+// commit made again at that version after its first one was lost).
+func sameID(d store.Delivery, id string, err error) error {
+	if err == nil && d.ID != id {
+		return fmt.Errorf("delivery %s: %w", id, store.ErrNotFound)
+	}
+	return err
 }
 
 // RetryDelivery implements store.Store.
@@ -266,7 +275,7 @@ func (s *Store) RetryDelivery(ctx context.Context, id string, now time.Time) (d 
 	}
 	err = s.update(ctx, func(tx *bolt.Tx, _ *writeState) error {
 		cur, err := getDelivery(tx, sess, seq)
-		if err != nil {
+		if err := sameID(cur, id, err); err != nil {
 			return err
 		}
 		if cur.Status == store.DeliveryFailed {

@@ -331,7 +331,11 @@ func (s *Store) GetDelivery(ctx context.Context, id string) (store.Delivery, err
 	if err != nil {
 		return store.Delivery{}, err
 	}
-	return s.loadDelivery(ctx, sess, seq)
+	d, err := s.loadDelivery(ctx, sess, seq)
+	if err == nil && d.ID != id { // another event at that place (a commit made again)
+		return store.Delivery{}, fmt.Errorf("delivery %s: %w", id, store.ErrNotFound)
+	}
+	return d, err
 }
 
 // RetryDelivery implements store.Store.
@@ -340,7 +344,7 @@ func (s *Store) RetryDelivery(ctx context.Context, id string, now time.Time) (st
 	if err != nil {
 		return store.Delivery{}, err
 	}
-	cur, err := s.loadDelivery(ctx, sess, seq)
+	cur, err := s.GetDelivery(ctx, id)
 	if err != nil {
 		return cur, err
 	}

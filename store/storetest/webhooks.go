@@ -297,6 +297,13 @@ func testWebhookLog(e *env) {
 	wantErr(t, err, store.ErrNotFound)
 	_, err = e.s.GetDelivery(e.ctx, "not-an-event")
 	wantErr(t, err, store.ErrInvalid)
+	_, err = e.s.GetDelivery(e.ctx, store.EventID("g1", 1, 0)+"_rzz")
+	wantErr(t, err, store.ErrInvalid)
+	// another event at the same place (a commit made again after a lost one)
+	_, err = e.s.GetDelivery(e.ctx, store.EventID("g1", 1, 0, "beef"))
+	wantErr(t, err, store.ErrNotFound)
+	_, err = e.s.RetryDelivery(e.ctx, store.EventID("g1", 1, 0, "beef"), retryAt)
+	wantErr(t, err, store.ErrNotFound)
 }
 
 // testWebhooksConcurrent: workers claiming and delivering many sessions'
