@@ -117,7 +117,7 @@ func newStack(t testing.TB, opts ...stackOpt) *stack {
 	st.cfg = payscore.Config{BaseURL: st.huifu.URL, SysID: "6666000100000000", ProductID: "PAYUN", HuifuID: sandboxHuifu,
 		ServiceID: "sandbox-service", NotifyURL: st.srv.URL + "/notify/huifu/payscore",
 		Signer: payscore.NewRSASigner(mk), Verifier: st.keys.Verifier,
-		HTTPClient: &http.Client{Transport: ptr}, MaxAttempts: 1, Timeout: 5 * time.Second, Logger: log}
+		HTTPClient: &http.Client{Transport: ptr}, MaxSends: 1, Timeout: 5 * time.Second, Logger: log}
 	st.pay, err = payscore.New(st.cfg)
 	if err != nil {
 		t.Fatal(err)

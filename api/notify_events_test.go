@@ -29,7 +29,7 @@ func TestNotify(t *testing.T) {
 	st.setup(t, "CP1")
 	v := st.create(t, "CP1", 1)
 	o, _ := st.sb.Order(v.OutOrderNo)
-	reqSeq := payscore.ReqSeqID(v.ID, payscore.StepCreate, 1)
+	reqSeq := payscore.ReqSeqID(v.ID, payscore.StepCreate, 1, o.ReqDate)
 	fields := payscoretest.UserConfirmed(reqSeq, o.ReqDate, v.OutOrderNo, v.OpenID)
 
 	// Forgeries change nothing: signed by another key, a tampered body, no signature.

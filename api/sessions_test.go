@@ -56,7 +56,7 @@ func TestCreateSession(t *testing.T) {
 	}
 	// The Pay Score order exists, with the req_seq_id derived from the id.
 	o, ok := st.sb.Order(v.OutOrderNo)
-	if !ok || o.ReqSeqID != payscore.ReqSeqID(v.ID, payscore.StepCreate, 1) || o.RiskFund != 5000 {
+	if !ok || o.ReqSeqID != payscore.ReqSeqID(v.ID, payscore.StepCreate, 1, o.ReqDate) || o.RiskFund != 5000 {
 		t.Fatalf("sandbox order %+v", o)
 	}
 	// GET by both roles.
@@ -202,7 +202,7 @@ func TestCreateIdempotencyInFlightAndRetry(t *testing.T) {
 		t.Fatalf("retry: session %s (record %s), orders %d → %d", v.ID, rec.SessionID, orders, len(st.sb.Orders()))
 	}
 	o, _ := st.sb.Order(v.OutOrderNo)
-	if o.ReqSeqID != payscore.ReqSeqID(rec.SessionID, payscore.StepCreate, 1) {
+	if o.ReqSeqID != payscore.ReqSeqID(rec.SessionID, payscore.StepCreate, 1, o.ReqDate) {
 		t.Fatalf("order %+v", o)
 	}
 }

@@ -51,6 +51,11 @@ type EmbeddedConfig struct {
 	MaxInflight      uint16
 	MaxMessageExpiry time.Duration
 	Now              func() time.Time // receive-time clock, default time.Now
+	// StorePath, when set, is a bbolt file where the broker keeps its state
+	// across a restart (mochi's own storage hook): client sessions,
+	// subscriptions, in-flight QoS 1 messages and retained messages
+	// (persist.go). Empty: all of it lives in memory.
+	StorePath string
 }
 
 // EmbeddedBroker is the Link for --dev and single-node use: a mochi MQTT
@@ -83,6 +88,9 @@ type EmbeddedBroker struct {
 
 	locks sync.Map // charger id → *sync.Mutex, serialises handler calls per charger
 	auth  *verifier
+	// pubMu: Close waits for publishes in progress, so none reaches the
+	// storage hook after mochi stopped it.
+	pubMu sync.RWMutex
 }
 
 var _ Link = (*EmbeddedBroker)(nil)
@@ -124,6 +132,9 @@ func (b *EmbeddedBroker) Start(ctx context.Context, h Handler) error {
 	s := mqtt.New(&mqtt.Options{Capabilities: caps, InlineClient: true, Logger: b.log})
 	if err := s.AddHook(&brokerHook{b: b}, nil); err != nil {
 		return fmt.Errorf("embedded broker: add hook: %w", err)
+	}
+	if err := b.addStoreHook(s); err != nil {
+		return err
 	}
 	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.cfg.ListenAddr})); err != nil {
 		return fmt.Errorf("embedded broker: listen %s: %w", b.cfg.ListenAddr, err)
@@ -213,6 +224,8 @@ func (b *EmbeddedBroker) publish(cp, topic string, payload []byte) error {
 	if !ValidChargerID(cp) {
 		return fmt.Errorf("publish %s: invalid charger id %q", topic, cp)
 	}
+	b.pubMu.RLock()
+	defer b.pubMu.RUnlock()
 	b.mu.Lock()
 	s, ok := b.server, b.started && !b.closed
 	b.mu.Unlock()
@@ -237,7 +250,9 @@ func (b *EmbeddedBroker) Close() error {
 	b.closed = true
 	s := b.server
 	b.mu.Unlock()
-	b.cancel() // handlers in progress see ctx done; wills fired by our own shutdown are not delivered
+	b.cancel()     // handlers in progress see ctx done; wills fired by our own shutdown are not delivered
+	b.pubMu.Lock() // publishes in progress end; later ones see closed
+	b.pubMu.Unlock()
 	if s != nil {
 		return s.Close()
 	}

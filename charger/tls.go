@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -147,10 +146,7 @@ func (r *CertReloader) stamps() ([2]fileStamp, error) {
 		if err != nil {
 			return out, &CertError{File: f.kind, Path: f.path, Err: err}
 		}
-		out[i] = fileStamp{mtime: fi.ModTime(), size: fi.Size()}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			out[i].ino = uint64(st.Ino)
-		}
+		out[i] = fileStamp{mtime: fi.ModTime(), size: fi.Size(), ino: inode(fi)}
 	}
 	return out, nil
 }

@@ -76,7 +76,7 @@ func newStack(t *testing.T) *stack {
 	}
 	ptr := &http.Transport{}
 	t.Cleanup(ptr.CloseIdleConnections)
-	cfg.NotifyURL, cfg.HTTPClient, cfg.MaxAttempts, cfg.Timeout = srv.URL+"/notify/huifu/payscore", &http.Client{Transport: ptr}, 1, 5*time.Second
+	cfg.NotifyURL, cfg.HTTPClient, cfg.MaxSends, cfg.Timeout = srv.URL+"/notify/huifu/payscore", &http.Client{Transport: ptr}, 1, 5*time.Second
 	pay, err := payscore.New(cfg)
 	if err != nil {
 		t.Fatal(err)

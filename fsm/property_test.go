@@ -99,6 +99,13 @@ func (w *world) apply(t *rapid.T, e Event) {
 	for _, eff := range r.Effects {
 		switch eff.Kind {
 		case EffSendStart:
+			if eff.Reason == ReasonResend {
+				// A repeat of the session's one start, never a second.
+				if before.StartCmdID == "" || eff.CmdID != before.StartCmdID || before.State != UserConfirmed {
+					t.Fatalf("invariant 1: start %q re-sent in %s (the session's is %q)", eff.CmdID, before.State, before.StartCmdID)
+				}
+				continue
+			}
 			// Invariant 1: a start only from a verified USER_CONFIRM.
 			w.starts++
 			if e.Type != EvConfirm || e.By != ByPayScore || before.State != Created || w.starts > 1 {

@@ -144,9 +144,10 @@ var doOffline = action("flag charger_offline; arm the offline grace once chargin
 	return nil
 })
 
-var doOnline = action("clear charger_offline; disarm the grace", func(st *step) error {
+var doOnline = action("clear charger_offline; disarm the grace; send unanswered commands again", func(st *step) error {
 	st.s.LastHeardAt = maxTime(st.s.LastHeardAt, st.e.At)
 	st.backOnline()
+	st.resendUnanswered()
 	return nil
 })
 

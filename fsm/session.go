@@ -194,8 +194,8 @@ type Session struct {
 	// Pay Score service order (Huifu's names stay at this boundary).
 	OutOrderNo string `json:"out_order_no,omitempty"`
 	Package    string `json:"package,omitempty"`
-	// CreateReqDate is the create call's req_date (yyyyMMdd, Beijing time);
-	// later calls of the session reuse it so retries stay recognisable.
+	// CreateReqDate is the create call's req_date (yyyyMMdd, Beijing time).
+	// Later calls are dated the day they are sent (docs/payscore.md §3).
 	CreateReqDate string `json:"create_req_date,omitempty"`
 
 	CreatedAt   time.Time `json:"created_at"`

@@ -199,6 +199,7 @@ func DefaultTable() Table {
 		{On: EvEnded, Name: "early_end", Src: []State{UserConfirmed}, Dst: Stay, When: not(pendingEnd), Do: doEarlyEnd},
 		{On: EvChargerOffline, Name: "offline", Src: []State{UserConfirmed, Charging, Stopping}, Dst: Stay, When: all(not(endKnown), not(flaggedOffline)), Do: doOffline},
 		{On: EvChargerOnline, Name: "online", Src: nonTerminal, Dst: Stay, When: all(flaggedOffline, not(rebootedWhileCharging)), Do: doOnline},
+		{On: EvChargerOnline, Name: "resend", Src: nonTerminal, Dst: Stay, When: hasUnanswered, Do: doResend},
 
 		// Stop, cancel, close (rows_stop.go).
 		{On: EvStop, Name: "stop", Src: []State{Charging}, Dst: Stopping, Do: doStop},
@@ -259,7 +260,7 @@ func DefaultTable() Table {
 			{Reason: "the charger's presence does not matter in {state}"}}},
 		{On: EvChargerOnline, Otherwise: []Otherwise{
 			{In: []State{Paid, Cancelled, Refunded}, Reason: "not offline"},
-			{When: not(flaggedOffline), Reason: "not offline"},
+			{When: not(flaggedOffline), Reason: "not offline and every command answered"},
 			{Reason: "rebooted: waiting for its queued end or a meter sample"}}},
 		{On: EvStop, Otherwise: []Otherwise{
 			{In: []State{Stopping}, Reason: "already stopping"},

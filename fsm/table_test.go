@@ -99,8 +99,11 @@ var expected = map[EventType]map[State]string{
 		Completed: refused, Deducting: refused, Paid: refused, Cancelled: refused, Refunded: refused},
 	EvChargerOffline: {Created: ignored, UserConfirmed: data, Charging: data, Stopping: data,
 		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
-	EvChargerOnline: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: ignored,
-		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
+	// The representative user_confirmed session has an unanswered start,
+	// those past charging an unanswered stop: a charger back online gets
+	// them again (docs/protocol.md).
+	EvChargerOnline: {Created: ignored, UserConfirmed: data, Charging: ignored, Stopping: data,
+		Completed: data, Deducting: data, Paid: ignored, Cancelled: ignored, Refunded: ignored},
 	EvOrderCompleted: {Created: ignored, UserConfirmed: ignored, Charging: ignored, Stopping: refused,
 		Completed: ignored, Deducting: ignored, Paid: ignored, Cancelled: ignored, Refunded: ignored},
 	EvOrderClosed: {Created: "cancelled", UserConfirmed: "cancelled", Charging: ignored, Stopping: ignored,

@@ -62,6 +62,7 @@ type Metrics struct {
 	mqttHandle   *prometheus.HistogramVec // kind
 	mqttOut      *prometheus.CounterVec   // kind, type, result
 	storeErrors  *prometheus.CounterVec   // kind
+	resent       *prometheus.CounterVec   // type, why (commands.go)
 	storeWatched atomic.Bool
 
 	webhooksWatched atomic.Bool
@@ -103,6 +104,8 @@ func New() *Metrics {
 		Help: "Errors the store's servers or connections gave, by kind (moved, readonly, cluster_down, loading, noreplicas, timeout, connection, other): a failover shows as connection/timeout, then cluster_down, readonly and moved."},
 		[]string{"kind"})
 
+	m.resent = newCommandsResent()
+	m.reg.MustRegister(m.resent)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.transitions, m.effects, m.anomalies, m.confirmToStart, m.payCalls, m.payAttempts, m.payDuration,
 		m.mqttIn, m.mqttHandle, m.mqttOut, m.storeErrors)
@@ -144,6 +147,7 @@ func (m *Metrics) preset() {
 	for _, k := range storeErrorKinds {
 		m.storeErrors.WithLabelValues(k)
 	}
+	m.presetResent()
 }
 
 // Registry returns the registry every metric is registered with (for tests

@@ -77,11 +77,11 @@ func TestPresets(t *testing.T) {
 func TestPayScoreObserver(t *testing.T) {
 	m := New()
 	o := m.PayScore()
-	o.ObserveCall(payscore.CallInfo{Endpoint: payscore.PathDebit, Attempt: 1, Result: payscore.CodeSystemError, Duration: 30 * time.Millisecond})
-	o.ObserveCall(payscore.CallInfo{Endpoint: payscore.PathDebit, Attempt: 2, Result: payscore.CodeSuccess, Duration: 20 * time.Millisecond, Final: true})
-	o.ObserveCall(payscore.CallInfo{Endpoint: "/v2/something/else?x=1", Attempt: 1, Result: "12345678", Final: true})
-	o.ObserveCall(payscore.CallInfo{Endpoint: payscore.PathRefund, Attempt: 1, Result: "http_503", Final: true})
-	o.ObserveCall(payscore.CallInfo{Endpoint: payscore.PathRefund, Attempt: 1, Result: "something odd", Final: true})
+	o.ObserveCall(payscore.CallInfo{Endpoint: payscore.PathDebit, Send: 1, Result: payscore.CodeSystemError, Duration: 30 * time.Millisecond})
+	o.ObserveCall(payscore.CallInfo{Endpoint: payscore.PathDebit, Send: 2, Result: payscore.CodeSuccess, Duration: 20 * time.Millisecond, Final: true})
+	o.ObserveCall(payscore.CallInfo{Endpoint: "/v2/something/else?x=1", Send: 1, Result: "12345678", Final: true})
+	o.ObserveCall(payscore.CallInfo{Endpoint: payscore.PathRefund, Send: 1, Result: "http_503", Final: true})
+	o.ObserveCall(payscore.CallInfo{Endpoint: payscore.PathRefund, Send: 1, Result: "something odd", Final: true})
 
 	if got := value(t, m.payAttempts.WithLabelValues("debit", "system_error")); got != 1 {
 		t.Errorf("debit system_error attempts %v", got)

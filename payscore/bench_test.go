@@ -71,7 +71,7 @@ func BenchmarkCreateToPaid(b *testing.B) {
 		session := fmt.Sprintf("bench%08d", i)
 		now := time.Now()
 		created, err := c.CreateOrder(ctx, payscore.CreateOrderRequest{
-			ReqSeqID: payscore.ReqSeqID(session, payscore.StepCreate, 1), ReqDate: now, ServiceIntroduction: "充电服务",
+			ReqSeqID: payscore.ReqSeqID(session, payscore.StepCreate, 1, payscore.FormatDate(now)), ReqDate: now, ServiceIntroduction: "充电服务",
 			RiskFund: payscore.RiskFund{Amount: 5000}, TimeRange: payscore.TimeRange{Start: now.Add(-time.Hour)}, OpenID: "o",
 		})
 		if err != nil {
@@ -84,12 +84,12 @@ func BenchmarkCreateToPaid(b *testing.B) {
 			TimeRange: payscore.TimeRange{End: now.Add(-time.Minute)}}); err != nil {
 			b.Fatal(err)
 		}
-		reg, err := c.RegisterDeduction(ctx, payscore.RegisterDeductionRequest{ReqSeqID: payscore.ReqSeqID(session, payscore.StepRegister, 1),
+		reg, err := c.RegisterDeduction(ctx, payscore.RegisterDeductionRequest{ReqSeqID: payscore.ReqSeqID(session, payscore.StepRegister, 1, payscore.FormatDate(now)),
 			ReqDate: now, Order: payscore.OrderLocator{OutOrderNo: created.OutOrderNo}})
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := c.Debit(ctx, payscore.DebitRequest{ReqSeqID: payscore.ReqSeqID(session, payscore.StepDebit, 1), ReqDate: now,
+		if _, err := c.Debit(ctx, payscore.DebitRequest{ReqSeqID: payscore.ReqSeqID(session, payscore.StepDebit, 1, payscore.FormatDate(now)), ReqDate: now,
 			DeductReqSeqID: reg.ReqSeqID, OutTradeNo: reg.OutTradeNo, GoodsDesc: "充电费用", ClientIP: "203.0.113.7"}); err != nil {
 			b.Fatal(err)
 		}

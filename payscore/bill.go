@@ -1,6 +1,6 @@
 package payscore
 
-// The trade bill (交易结算对账单查询, docs/payscore.md §9): one signed query
+// The trade bill (交易结算对账单查询, docs/payscore.md §11): one signed query
 // names the day's files, each file is then downloaded from its
 // download_url (plain HTTPS, no signature) and parsed by ParseBill.
 
@@ -108,11 +108,11 @@ func (c *Client) QueryBillFiles(ctx context.Context, r BillRequest) ([]BillFile,
 	}
 	fileObjs, err := objectList(raw["file_details"])
 	if err != nil {
-		return nil, c.decodeError(PathTradeBill, fmt.Errorf("file_details: %w", err))
+		return nil, unreadable(PathTradeBill, fmt.Errorf("file_details: %w", err))
 	}
 	taskObjs, err := objectList(raw["task_details"])
 	if err != nil {
-		return nil, c.decodeError(PathTradeBill, fmt.Errorf("task_details: %w", err))
+		return nil, unreadable(PathTradeBill, fmt.Errorf("task_details: %w", err))
 	}
 	var files []BillFile
 	for _, o := range append(fileObjs, taskObjs...) {

@@ -172,13 +172,15 @@ func TestTradeBillFromSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.waitNotification(t, payscore.KindPaymentSucceeded, no, 1)
-	rf, err := e.client.Refund(bg, payscore.RefundRequest{ReqSeqID: payscore.ReqSeqID(session, payscore.StepRefund, 1),
+	rf, err := e.client.Refund(bg, payscore.RefundRequest{ReqSeqID: payscore.ReqSeqID(session, payscore.StepRefund, 1, payscore.FormatDate(e.clock.Now())),
 		ReqDate: e.clock.Now(), Amount: 234, OrgReqDate: debit.ReqDate, OrgHfSeqID: debit.HfSeqID})
 	if err != nil {
 		t.Fatal(err)
 	}
 	day := e.clock.Now()
-	bill, err := e.client.TradeBill(bg, payscore.BillRequest{Day: day, Now: day.Add(24 * time.Hour)})
+	debitSeq := e.debitReq(session, 1, reg).ReqSeqID
+	e.clock.Advance(24 * time.Hour) // the bill of a day is asked for the next day (a req_date of today)
+	bill, err := e.client.TradeBill(bg, payscore.BillRequest{Day: day, Now: e.clock.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +191,7 @@ func TestTradeBillFromSandbox(t *testing.T) {
 	for _, l := range bill.Lines {
 		byHf[l.HfSeqID] = l
 	}
-	if d := byHf[debit.HfSeqID]; d.Kind != payscore.BillDebit || d.Amount != 1234 || d.ReqSeqID != payscore.ReqSeqID(session, payscore.StepDebit, 1) || d.Status != "S" {
+	if d := byHf[debit.HfSeqID]; d.Kind != payscore.BillDebit || d.Amount != 1234 || d.ReqSeqID != debitSeq || d.Status != "S" {
 		t.Fatalf("debit line %+v", d)
 	}
 	if r := byHf[rf.HfSeqID]; r.Kind != payscore.BillRefund || r.Amount != 234 || r.Status != "S" {
@@ -198,7 +200,8 @@ func TestTradeBillFromSandbox(t *testing.T) {
 
 	// The next day has no transactions: a bill without lines.
 	next := day.Add(24 * time.Hour)
-	empty, err := e.client.TradeBill(bg, payscore.BillRequest{Day: next, Now: next.Add(24 * time.Hour)})
+	e.clock.Advance(24 * time.Hour)
+	empty, err := e.client.TradeBill(bg, payscore.BillRequest{Day: next, Now: e.clock.Now()})
 	if err != nil || len(empty.Lines) != 0 {
 		t.Fatalf("empty day: %+v %v", empty, err)
 	}
@@ -217,14 +220,38 @@ func TestTradeBillFromSandbox(t *testing.T) {
 	if err := e.sb.EditBill(sandbox.BillEdit{Date: d, Op: "burn"}); err == nil {
 		t.Fatal("unknown op accepted")
 	}
-	edited, err := e.client.TradeBill(bg, payscore.BillRequest{Day: day, Now: day.Add(25 * time.Hour)})
+	edited, err := e.client.TradeBill(bg, payscore.BillRequest{Day: day, Now: e.clock.Now()})
 	if err != nil || len(edited.Lines) != 2 || edited.Lines[0].Amount != 1200 || edited.Lines[1].HfSeqID != "HFX" {
 		t.Fatalf("edited bill %+v %v", edited, err)
 	}
 
 	// A bill not generated yet.
 	e.sb.HoldBills(true)
-	if _, err := e.client.TradeBill(bg, payscore.BillRequest{Day: day, Now: day.Add(26 * time.Hour)}); !errors.Is(err, payscore.ErrBillNotReady) {
+	e.clock.Advance(time.Second) // a new query (the same req_seq_id would be answered as before)
+	if _, err := e.client.TradeBill(bg, payscore.BillRequest{Day: day, Now: e.clock.Now()}); !errors.Is(err, payscore.ErrBillNotReady) {
 		t.Fatalf("held: err = %v, want ErrBillNotReady", err)
 	}
+}
+
+// FuzzParseBill: whatever a file holds, the parser answers lines, problems
+// or an error — never a panic — and every line it returns has a serial.
+func FuzzParseBill(f *testing.F) {
+	f.Add([]byte(chineseBill))
+	f.Add([]byte("req_seq_id\thf_seq_id\ttrans_amt_fen\nA\tB\t1\n"))
+	f.Add([]byte("请求流水号|交易金额\n`x|=\"1.00\"\n合计\n总笔数,1\n"))
+	f.Add([]byte("PK\x03\x04"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := payscore.ParseBill(b)
+		if err != nil {
+			return
+		}
+		for _, l := range p.Lines {
+			if l.ReqSeqID == "" && l.HfSeqID == "" {
+				t.Fatalf("a line without serial: %+v", l)
+			}
+			if l.Amount < 0 {
+				t.Fatalf("a negative amount: %+v", l)
+			}
+		}
+	})
 }

@@ -1,6 +1,6 @@
 package payscore
 
-// The trade bill's file (docs/payscore.md §9): a CSV (or several, zipped or
+// The trade bill's file (docs/payscore.md §11): a CSV (or several, zipped or
 // gzipped) whose header names the columns. Huifu's published material names
 // the endpoint and the file's packaging but not a fixed column order, and
 // bills of payment institutions vary (a title and a summary section around

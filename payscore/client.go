@@ -28,27 +28,32 @@ type Config struct {
 	Verifier Verifier // Huifu public key
 
 	HTTPClient   *http.Client  // default: a client without its own timeout
-	Timeout      time.Duration // per attempt; default 10s
-	MaxAttempts  int           // sends per Call, retries included; default 3
+	Timeout      time.Duration // per HTTP send; default 10s
+	MaxSends     int           // HTTP sends per Call, retries included; default 3
 	RetryBackoff time.Duration // first back-off, doubled per retry; default 200ms
 	Logger       *slog.Logger  // default: discard
 	Observer     Observer      // optional metrics hook
+	// Now is the clock that says which Beijing day it is (default
+	// time.Now): Call does not re-send a request whose req_date is no
+	// longer today (docs/payscore.md §3, the midnight rule).
+	Now func() time.Time
 }
 
-// Observer is told about every attempt Call makes, so metrics can be attached
+// Observer is told about every HTTP send Call makes, so metrics can be attached
 // without touching Call. ObserveCall runs on the calling goroutine and must
 // be quick and safe for concurrent use.
 type Observer interface {
 	ObserveCall(CallInfo)
 }
 
-// CallInfo describes one attempt of a Call.
+// CallInfo describes one HTTP send of a Call (a transport retry is another
+// send of the same request, never another attempt: docs/payscore.md §3).
 type CallInfo struct {
 	Endpoint string        // request path
-	Attempt  int           // 1-based
+	Send     int           // 1-based
 	Result   string        // resp_code, or "http_<status>", "network", "timeout", "bad_reply", "bad_signature"
-	Duration time.Duration // of this attempt
-	Final    bool          // no further attempt follows
+	Duration time.Duration // of this send
+	Final    bool          // no further send follows
 }
 
 // ObserverFunc adapts a function to Observer.
@@ -88,11 +93,14 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = 3
+	if cfg.MaxSends <= 0 {
+		cfg.MaxSends = 3
 	}
 	if cfg.RetryBackoff <= 0 {
 		cfg.RetryBackoff = 200 * time.Millisecond
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	c := &Client{cfg: cfg, http: cfg.HTTPClient, log: cfg.Logger}
 	if c.http == nil {
@@ -110,21 +118,26 @@ func (c *Client) HuifuID() string { return c.cfg.HuifuID }
 // Call is the one choke point for every request to Huifu. It drops empty
 // values from data (chargeflow omits unset fields, docs/payscore.md §2), serialises
 // data canonically, signs it, wraps it in the four-member envelope and POSTs
-// it. The signed body is fixed before the first attempt: retries send the
+// it. The signed body is fixed before the first send: retries send the
 // very same bytes, so the same req_seq_id.
 //
 // A reply counts only when its signature verifies (over the raw bytes of
 // data, falling back to the canonical form). resp_code 00000000 and 00000100
 // are success: data is then decoded into out (if non-nil) with encoding/json.
 //
-// Retries, bounded by Config.MaxAttempts with doubling back-off: network
-// errors, per-attempt timeouts, HTTP 5xx and 429, resp_code 98888888,
-// 99999999 and 20000001. Nothing else is retried.
+// Retries, bounded by Config.MaxSends with doubling back-off: network
+// errors, per-send timeouts, HTTP 5xx and 429, resp_code 98888888,
+// 99999999, 91111119 and 20000001. Nothing else is retried. A request with
+// a req_date is re-sent only while that date is today (Beijing): past
+// midnight Huifu refuses it, so Call stops and returns the last failure
+// wrapped with ErrReqDateStale — the caller settles the attempt by query
+// and, only if it did not execute, sends a new attempt dated today
+// (AttemptOn).
 //
-// Every failure is an *Error. Once any attempt may have reached Huifu's
+// Every failure is an *Error. Once any send may have reached Huifu's
 // business logic, every later failure is reported Uncertain, because a
 // refusal on a retry ("already completed", "duplicate") may be caused by the
-// first attempt having succeeded.
+// first send having succeeded.
 func (c *Client) Call(ctx context.Context, path string, data map[string]string, out any) error {
 	clean := make(map[string]string, len(data))
 	for k, v := range data {
@@ -148,29 +161,33 @@ func (c *Client) Call(ctx context.Context, path string, data map[string]string, 
 
 	var (
 		maybeExecuted bool
-		last          *attemptResult
+		last          *sendResult
 		backoff       = c.cfg.RetryBackoff
 	)
-	for attempt := 1; ; attempt++ {
+	for send := 1; ; send++ {
 		start := time.Now()
-		r := c.attempt(ctx, path, body, out)
+		r := c.sendOnce(ctx, path, body, out)
 		if r.err != nil {
-			r.err.Attempts = attempt
+			r.err.Sends = send
 		}
 		maybeExecuted = maybeExecuted || r.maybeExecuted
 		last = &r
-		final := r.ok || !r.err.Retryable || attempt >= c.cfg.MaxAttempts || ctx.Err() != nil
+		final := r.ok || !r.err.Retryable || errors.Is(r.err.Err, ErrReqDateStale) || send >= c.cfg.MaxSends || ctx.Err() != nil
 		if c.cfg.Observer != nil {
-			c.cfg.Observer.ObserveCall(CallInfo{Endpoint: path, Attempt: attempt, Result: r.result, Duration: time.Since(start), Final: final})
+			c.cfg.Observer.ObserveCall(CallInfo{Endpoint: path, Send: send, Result: r.result, Duration: time.Since(start), Final: final})
 		}
 		if r.ok {
-			log.Debug("payscore call ok", "resp_code", r.result, "attempt", attempt, "duration", time.Since(start))
+			log.Debug("payscore call ok", "resp_code", r.result, "send", send, "duration", time.Since(start))
 			return nil
 		}
 		if final {
 			break
 		}
-		log.Warn("payscore call retrying", "result", r.result, "attempt", attempt, "error", r.err.Err)
+		if d := clean["req_date"]; d != "" && d != FormatDate(c.cfg.Now()) {
+			r.err.Err = staleDate(r.err.Err)
+			break
+		}
+		log.Warn("payscore call retrying", "result", r.result, "send", send, "error", r.err.Err)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
@@ -190,7 +207,7 @@ func (c *Client) Call(ctx context.Context, path string, data map[string]string, 
 			e.Err = ctx.Err()
 		}
 	}
-	log.Warn("payscore call failed", "result", last.result, "attempts", e.Attempts, "uncertain", e.Uncertain, "retryable", e.Retryable, "resp_desc", e.Desc)
+	log.Warn("payscore call failed", "result", last.result, "sends", e.Sends, "uncertain", e.Uncertain, "retryable", e.Retryable, "resp_desc", e.Desc)
 	return e
 }
 
@@ -217,7 +234,7 @@ func envelope(sysID, productID string, data []byte, sig string) ([]byte, error) 
 	return b.Bytes(), nil
 }
 
-type attemptResult struct {
+type sendResult struct {
 	ok            bool
 	result        string // for the observer and logs
 	maybeExecuted bool   // Huifu may have performed the operation
@@ -230,18 +247,18 @@ type replyHead struct {
 	RespDesc string `json:"resp_desc"`
 }
 
-func (c *Client) attempt(ctx context.Context, path string, body []byte, out any) attemptResult {
+func (c *Client) sendOnce(ctx context.Context, path string, body []byte, out any) sendResult {
 	actx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, c.cfg.BaseURL+path, bytes.NewReader(body))
 	if err != nil {
-		return attemptResult{result: "bad_request", err: &Error{Err: err}}
+		return sendResult{result: "bad_request", err: &Error{Err: err}}
 	}
 	req.Header.Set("Content-Type", "application/json;charset=UTF-8")
 	req.Header.Set("Accept", "application/json")
 	resp, err := c.http.Do(req)
 	if err != nil {
-		r := attemptResult{result: "network", maybeExecuted: !notSent(err), err: &Error{Err: err, Retryable: true}}
+		r := sendResult{result: "network", maybeExecuted: !notSent(err), err: &Error{Err: err, Retryable: true}}
 		if actx.Err() != nil && ctx.Err() == nil {
 			r.result = "timeout"
 		}
@@ -250,20 +267,20 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, out any)
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxReplyBytes+1))
 	if err != nil {
-		return attemptResult{result: "network", maybeExecuted: true, err: &Error{HTTPStatus: resp.StatusCode, Err: fmt.Errorf("read reply: %w", err), Retryable: true}}
+		return sendResult{result: "network", maybeExecuted: true, err: &Error{HTTPStatus: resp.StatusCode, Err: fmt.Errorf("read reply: %w", err), Retryable: true}}
 	}
 	status := resp.StatusCode
 	switch {
 	case status >= 500:
-		return attemptResult{result: fmt.Sprintf("http_%d", status), maybeExecuted: true, err: &Error{HTTPStatus: status, Retryable: true}}
+		return sendResult{result: fmt.Sprintf("http_%d", status), maybeExecuted: true, err: &Error{HTTPStatus: status, Retryable: true}}
 	case status == http.StatusTooManyRequests:
-		return attemptResult{result: "http_429", err: &Error{HTTPStatus: status, Retryable: true}}
+		return sendResult{result: "http_429", err: &Error{HTTPStatus: status, Retryable: true}}
 	case status != http.StatusOK:
 		// A gateway refusal (4xx): the request never reached the business logic.
-		return attemptResult{result: fmt.Sprintf("http_%d", status), err: &Error{HTTPStatus: status}}
+		return sendResult{result: fmt.Sprintf("http_%d", status), err: &Error{HTTPStatus: status}}
 	}
 	if len(raw) > maxReplyBytes {
-		return attemptResult{result: "bad_reply", maybeExecuted: true, err: &Error{HTTPStatus: status, Err: errors.New("reply too large")}}
+		return sendResult{result: "bad_reply", maybeExecuted: true, err: &Error{HTTPStatus: status, Err: errors.New("reply too large")}}
 	}
 	var env struct {
 		Data json.RawMessage `json:"data"`
@@ -271,7 +288,7 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, out any)
 	}
 	if err := json.Unmarshal(raw, &env); err != nil || len(env.Data) == 0 || env.Data[0] != '{' {
 		// Garbled 200: the call may have run; the same body may be resent.
-		return attemptResult{result: "bad_reply", maybeExecuted: true, err: &Error{HTTPStatus: status, Err: errors.New("reply is not a data/sign envelope"), Retryable: true}}
+		return sendResult{result: "bad_reply", maybeExecuted: true, err: &Error{HTTPStatus: status, Err: errors.New("reply is not a data/sign envelope"), Retryable: true}}
 	}
 	var head replyHead
 	_ = json.Unmarshal(env.Data, &head) // a data object without string codes leaves head empty
@@ -281,11 +298,11 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, out any)
 		// reports cannot be trusted either.
 		e.Err = ErrNotSigned
 		e.Retryable = isRetryableCode(head.RespCode)
-		return attemptResult{result: "bad_signature", maybeExecuted: true, err: e}
+		return sendResult{result: "bad_signature", maybeExecuted: true, err: e}
 	}
 	if err := c.verifyReply(env.Data, env.Sign); err != nil {
 		e.Err = err
-		return attemptResult{result: "bad_signature", maybeExecuted: true, err: e}
+		return sendResult{result: "bad_signature", maybeExecuted: true, err: e}
 	}
 	e.Verified = true
 	switch code := head.RespCode; {
@@ -293,21 +310,29 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, out any)
 		if out != nil {
 			if err := json.Unmarshal(env.Data, out); err != nil {
 				e.Err = fmt.Errorf("decode reply: %w", err)
-				return attemptResult{result: code, maybeExecuted: true, err: e}
+				return sendResult{result: code, maybeExecuted: true, err: e}
 			}
 		}
-		return attemptResult{ok: true, result: code}
+		return sendResult{ok: true, result: code}
 	case isRetryableCode(code):
 		e.Retryable = true
-		return attemptResult{result: code, maybeExecuted: true, err: e}
+		return sendResult{result: code, maybeExecuted: true, err: e}
 	case code == CodeTooFrequent:
 		e.Retryable = true
-		return attemptResult{result: code, err: e}
+		return sendResult{result: code, err: e}
 	case code == CodeDuplicate:
 		// A request with this id ran before — possibly this very one.
-		return attemptResult{result: code, maybeExecuted: true, err: e}
+		return sendResult{result: code, maybeExecuted: true, err: e}
+	case isStaleDateRefusal(code, head.RespDesc):
+		// Our day is not Huifu's (a clock a little off at midnight):
+		// nothing ran; a new attempt dated today may be sent.
+		e.Retryable, e.Err = true, ErrReqDateStale
+		return sendResult{result: code, err: e}
+	case !knownCode(code):
+		// A code this profile does not know: it may have executed.
+		return sendResult{result: code, maybeExecuted: true, err: e}
 	default:
-		return attemptResult{result: code, err: e}
+		return sendResult{result: code, err: e}
 	}
 }
 

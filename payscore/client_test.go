@@ -29,7 +29,7 @@ func fakeHuifu(t *testing.T, data, signedBytes string) (*payscore.Client, *[]byt
 	t.Cleanup(tr.CloseIdleConnections)
 	c, err := payscore.New(payscore.Config{BaseURL: srv.URL, SysID: "sys", ProductID: "prod", HuifuID: "hf",
 		NotifyURL: "https://cf.example/notify/huifu/payscore", Signer: k.Signer, Verifier: k.Verifier,
-		HTTPClient: &http.Client{Transport: tr}, MaxAttempts: 1})
+		HTTPClient: &http.Client{Transport: tr}, MaxSends: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,11 +94,15 @@ func TestReplyWithWrongSignatureIsRefused(t *testing.T) {
 	}
 }
 
-func TestMalformedCollectionIsUncertain(t *testing.T) {
+// TestMalformedCollectionIsUnreadable: a verified reply that cannot be read
+// is Final (an anomaly to record), not uncertain: settling it by query would
+// only get the same reply again (docs/payscore.md §3).
+func TestMalformedCollectionIsUnreadable(t *testing.T) {
 	data := `{"collection":"{not json","resp_code":"00000000"}`
 	c, _ := fakeHuifu(t, data, data)
-	if _, err := c.QueryOrder(bg, payscore.OrderLocator{OutOrderNo: "SO1"}); !payscore.IsUncertain(err) {
-		t.Fatalf("got %v", err)
+	_, err := c.QueryOrder(bg, payscore.OrderLocator{OutOrderNo: "SO1"})
+	if !errors.Is(err, payscore.ErrUnreadableReply) || payscore.Classify(err) != payscore.Final {
+		t.Fatalf("got %v (%v)", err, payscore.Classify(err))
 	}
 }
 

@@ -2,9 +2,7 @@ package payscore
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -195,16 +193,20 @@ type Registration struct {
 type DeductionStatus struct {
 	RespCode   string
 	OutTradeNo string
+	HfSeqID    string // the registration's serial [decided]; may be empty
 	TransStat  string // P, S or F
 }
 
 // DebitRequest deducts a registered deduction (支付分扣款). The amount is the
 // completed amount; there is none in the request.
 type DebitRequest struct {
-	ReqSeqID       string // ReqSeqID(session, StepDebit, n)
-	ReqDate        time.Time
-	DeductReqSeqID string // the registration's req_seq_id, or
-	DeductHfSeqID  string // the registration's hf_seq_id
+	ReqSeqID string // ReqSeqID(session, StepDebit, n)
+	ReqDate  time.Time
+	// The registration, by one locator: its hf_seq_id when known (sent as
+	// deduct_hf_seq_id, and then DeductReqSeqID is not sent), else its
+	// req_seq_id (deduct_req_seq_id).
+	DeductReqSeqID string
+	DeductHfSeqID  string
 	OutTradeNo     string // from the registration
 	GoodsDesc      string
 	ClientIP       string // risk_check_data.ip_address
@@ -314,30 +316,20 @@ func (c *Client) QueryOrder(ctx context.Context, loc OrderLocator) (*Order, erro
 	if err := c.Call(ctx, PathQueryOrder, d, &f); err != nil {
 		return nil, err
 	}
-	col, err := decodeCollection(f[fieldCollection])
+	col, err := readCollection(f)
 	if err != nil {
-		return nil, c.decodeError(PathQueryOrder, err)
+		return nil, unreadable(PathQueryOrder, err)
 	}
-	total, err := f.fen(fieldTotalAmount)
+	total, err := f.amount(fieldTotalAmount, inFen)
 	if err != nil {
-		return nil, c.decodeError(PathQueryOrder, err)
+		return nil, unreadable(PathQueryOrder, err)
 	}
 	o := &Order{
 		OutOrderNo:       f.str(fieldOutOrderNo),
 		State:            f.str(fieldState),
 		StateDescription: f.str(fieldStateDesc),
 		TotalAmount:      total,
-		Collection: Collection{
-			State:        col.State,
-			TotalAmount:  money.Fen(col.TotalAmount),
-			PayingAmount: money.Fen(col.PayingAmount),
-			PaidAmount:   money.Fen(col.PaidAmount),
-		},
-	}
-	for _, dt := range col.Details {
-		o.Collection.Details = append(o.Collection.Details, CollectionDetail{
-			Seq: dt.Seq, Amount: money.Fen(dt.Amount), PaidType: dt.PaidType, PaidTime: dt.PaidTime, TransactionID: dt.TransactionID,
-		})
+		Collection:       col,
 	}
 	return o, nil
 }
@@ -440,7 +432,7 @@ func (c *Client) QueryDeduction(ctx context.Context, loc OrderLocator) (*Deducti
 	if err := c.Call(ctx, PathQueryDeduction, d, &f); err != nil {
 		return nil, err
 	}
-	return &DeductionStatus{RespCode: f.str("resp_code"), OutTradeNo: f.str(fieldOutTradeNo), TransStat: f.str(fieldTransStat)}, nil
+	return &DeductionStatus{RespCode: f.str("resp_code"), OutTradeNo: f.str(fieldOutTradeNo), HfSeqID: f.str(fieldHfSeqID), TransStat: f.str(fieldTransStat)}, nil
 }
 
 // Debit sends payscorepay for a registration. A success reply usually says P
@@ -462,16 +454,21 @@ func (c *Client) Debit(ctx context.Context, r DebitRequest) (*DebitResult, error
 		return nil, err
 	}
 	d := map[string]string{
-		"req_seq_id":        r.ReqSeqID,
-		"req_date":          FormatDate(r.ReqDate),
-		"huifu_id":          c.cfg.HuifuID,
-		"deduct_req_seq_id": r.DeductReqSeqID,
-		"deduct_hf_seq_id":  r.DeductHfSeqID,
-		"out_trade_no":      r.OutTradeNo,
-		"goods_desc":        r.GoodsDesc,
-		"risk_check_data":   risk,
-		"notify_url":        firstNonEmpty(r.NotifyURL, c.cfg.NotifyURL),
-		"remark":            r.Remark,
+		"req_seq_id":      r.ReqSeqID,
+		"req_date":        FormatDate(r.ReqDate),
+		"huifu_id":        c.cfg.HuifuID,
+		"out_trade_no":    r.OutTradeNo,
+		"goods_desc":      r.GoodsDesc,
+		"risk_check_data": risk,
+		"notify_url":      firstNonEmpty(r.NotifyURL, c.cfg.NotifyURL),
+		"remark":          r.Remark,
+	}
+	// Exactly one locator of the registration (docs/payscore.md §3): the
+	// SDK documents the two as alternatives.
+	if r.DeductHfSeqID != "" {
+		d["deduct_hf_seq_id"] = r.DeductHfSeqID
+	} else {
+		d["deduct_req_seq_id"] = r.DeductReqSeqID
 	}
 	var f wireFields
 	if err := c.Call(ctx, PathDebit, d, &f); err != nil {
@@ -527,42 +524,11 @@ func ClampEndTime(end, start, now time.Time, margin time.Duration) (t time.Time,
 	return t, clamped
 }
 
-func (c *Client) decodeError(path string, err error) error {
-	// The call succeeded but its reply cannot be read: what happened is
-	// unknown to us, so the caller must settle by another query.
-	return &Error{Endpoint: path, Code: CodeSuccess, Verified: true, Uncertain: true, Err: err}
-}
-
-// wireFields is a reply's data, read tolerantly: Huifu sends strings, but a
-// number where a string is expected is accepted.
-type wireFields map[string]json.RawMessage
-
-func (f wireFields) str(k string) string {
-	raw, ok := f[k]
-	if !ok || len(raw) == 0 || string(raw) == "null" {
-		return ""
-	}
-	if raw[0] == '"' {
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			return s
-		}
-		return ""
-	}
-	return string(raw)
-}
-
-// fen reads an integer fen amount sent as a string or a number; absent is 0.
-func (f wireFields) fen(k string) (money.Fen, error) {
-	s := f.str(k)
-	if s == "" {
-		return 0, nil
-	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%s: not integer fen: %q", k, s)
-	}
-	return money.Fen(v), nil
+// unreadable is the error for a verified success reply that cannot be read
+// (docs/payscore.md §3): Final, so the caller records an anomaly rather than
+// asking again for the same unreadable answer.
+func unreadable(path string, err error) error {
+	return &Error{Endpoint: path, Code: CodeSuccess, Verified: true, Err: fmt.Errorf("%w: %w", ErrUnreadableReply, err)}
 }
 
 func need(kv ...string) error {

@@ -65,7 +65,7 @@ func (l *callLog) ObserveCall(i payscore.CallInfo) {
 	l.mu.Unlock()
 }
 
-func (l *callLog) attempts(path string) int {
+func (l *callLog) sends(path string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := 0
@@ -131,8 +131,13 @@ func newEnv(t testing.TB, options ...envOption) *env {
 	base.Timeout = 2 * time.Second
 	base.RetryBackoff = time.Millisecond
 	base.Observer = e.calls
-	if cfg.MaxAttempts != 0 {
-		base.MaxAttempts = cfg.MaxAttempts
+	base.Now = e.clock.Now // the client's day is the sandbox's
+	if cfg.Observer != nil {
+		extra := cfg.Observer
+		base.Observer = payscore.ObserverFunc(func(i payscore.CallInfo) { e.calls.ObserveCall(i); extra.ObserveCall(i) })
+	}
+	if cfg.MaxSends != 0 {
+		base.MaxSends = cfg.MaxSends
 	}
 	if cfg.Timeout != 0 {
 		base.Timeout = cfg.Timeout
@@ -155,8 +160,8 @@ func newEnv(t testing.TB, options ...envOption) *env {
 	return e
 }
 
-func withAttempts(n int) envOption {
-	return func(_ *sandbox.Options, c *payscore.Config) { c.MaxAttempts = n }
+func withSends(n int) envOption {
+	return func(_ *sandbox.Options, c *payscore.Config) { c.MaxSends = n }
 }
 
 func withTimeout(d time.Duration) envOption {
@@ -236,7 +241,7 @@ const testOpenID = "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"
 
 func (e *env) createReq(session string, riskFund money.Fen) payscore.CreateOrderRequest {
 	return payscore.CreateOrderRequest{
-		ReqSeqID:            payscore.ReqSeqID(session, payscore.StepCreate, 1),
+		ReqSeqID:            payscore.ReqSeqID(session, payscore.StepCreate, 1, payscore.FormatDate(e.clock.Now())),
 		ReqDate:             e.clock.Now(),
 		ServiceIntroduction: "充电服务",
 		RiskFund:            payscore.RiskFund{Amount: riskFund, Description: "充电预估费用"},
@@ -288,7 +293,7 @@ func (e *env) completed(t testing.TB, session string, amount money.Fen) string {
 func (e *env) register(t testing.TB, session string, attempt int, no string) *payscore.Registration {
 	t.Helper()
 	reg, err := e.client.RegisterDeduction(context.Background(), payscore.RegisterDeductionRequest{
-		ReqSeqID: payscore.ReqSeqID(session, payscore.StepRegister, attempt), ReqDate: e.clock.Now(),
+		ReqSeqID: payscore.ReqSeqID(session, payscore.StepRegister, attempt, payscore.FormatDate(e.clock.Now())), ReqDate: e.clock.Now(),
 		Order: payscore.OrderLocator{OutOrderNo: no},
 	})
 	if err != nil {
@@ -299,7 +304,7 @@ func (e *env) register(t testing.TB, session string, attempt int, no string) *pa
 
 func (e *env) debitReq(session string, attempt int, reg *payscore.Registration) payscore.DebitRequest {
 	return payscore.DebitRequest{
-		ReqSeqID: payscore.ReqSeqID(session, payscore.StepDebit, attempt), ReqDate: e.clock.Now(),
+		ReqSeqID: payscore.ReqSeqID(session, payscore.StepDebit, attempt, payscore.FormatDate(e.clock.Now())), ReqDate: e.clock.Now(),
 		DeductReqSeqID: reg.ReqSeqID, OutTradeNo: reg.OutTradeNo, GoodsDesc: "充电费用", ClientIP: "203.0.113.7",
 	}
 }

@@ -23,7 +23,20 @@ var (
 	// before sending (missing field, bad amounts, too-long text). Nothing was
 	// sent.
 	ErrInvalidRequest = errors.New("payscore: invalid request")
+	// ErrReqDateStale: a retry would have re-sent a request whose req_date
+	// is no longer today (Beijing), which Huifu refuses; Call stopped. The
+	// error stays Retryable (and Uncertain when a send may have executed):
+	// settle by query, then send a new attempt dated today
+	// (docs/payscore.md §3).
+	ErrReqDateStale = errors.New("payscore: req_date is no longer today")
 )
+
+func staleDate(err error) error {
+	if err == nil {
+		return ErrReqDateStale
+	}
+	return fmt.Errorf("%w: %w", ErrReqDateStale, err)
+}
 
 // Error is every failure of Client.Call after the request was built: a
 // business reply (Code set), an HTTP failure (HTTPStatus set) or a transport
@@ -46,7 +59,7 @@ type Error struct {
 	Code       string // resp_code of the last reply; "" if no reply was read
 	Desc       string // resp_desc of the last reply
 	HTTPStatus int    // HTTP status of the last reply; 0 if none
-	Attempts   int    // how many times the request was sent
+	Sends      int    // how many times the request was sent over HTTP
 	Verified   bool   // the last reply's signature verified
 	Retryable  bool
 	Uncertain  bool
@@ -71,8 +84,8 @@ func (e *Error) Error() string {
 	if e.Err != nil {
 		fmt.Fprintf(&b, ": %v", e.Err)
 	}
-	if e.Attempts > 1 {
-		fmt.Fprintf(&b, " after %d attempts", e.Attempts)
+	if e.Sends > 1 {
+		fmt.Fprintf(&b, " after %d sends", e.Sends)
 	}
 	if e.Uncertain {
 		b.WriteString(" (outcome uncertain: settle by query)")

@@ -15,9 +15,10 @@ import (
 // Example shows one charging session's payment, end to end, against the
 // sandbox: create → (user confirms) → complete → register → debit → paid.
 func Example() {
-	// The sandbox's clock runs an hour ahead so that the example needn't
-	// wait for a real charging session to end.
-	sb, err := sandbox.New(sandbox.Options{Now: func() time.Time { return time.Now().Add(time.Hour) }})
+	// The sandbox's clock (Huifu's) runs an hour ahead so that the example
+	// needn't wait for a real charging session to end.
+	huifuNow := func() time.Time { return time.Now().Add(time.Hour) }
+	sb, err := sandbox.New(sandbox.Options{Now: huifuNow})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -40,11 +41,15 @@ func Example() {
 
 	ctx := context.Background()
 	const session = "01jbz3k5q8r9t2v4w6x8y0a2c4"
-	day := time.Now() // the day each step was FIRST sent: keep it for re-sends
+	// Each step is sent as an Attempt dated the (Beijing) day it is sent:
+	// Huifu refuses any other req_date. Re-sent the same day, it is the same
+	// request; on a later day it is a new attempt, sent only after a query
+	// showed the earlier one did not execute.
+	day := huifuNow()
 	start := time.Now()
 
 	created, err := client.CreateOrder(ctx, payscore.CreateOrderRequest{
-		ReqSeqID:            payscore.ReqSeqID(session, payscore.StepCreate, 1),
+		ReqSeqID:            payscore.AttemptOn(session, payscore.StepCreate, 1, day).ReqSeqID,
 		ReqDate:             day,
 		ServiceIntroduction: "充电服务",
 		RiskFund:            payscore.RiskFund{Amount: 5000, Description: "充电预估费用"}, // 50.00 yuan, the spending cap
@@ -77,7 +82,7 @@ func Example() {
 	}
 
 	reg, err := client.RegisterDeduction(ctx, payscore.RegisterDeductionRequest{
-		ReqSeqID: payscore.ReqSeqID(session, payscore.StepRegister, 1),
+		ReqSeqID: payscore.AttemptOn(session, payscore.StepRegister, 1, day).ReqSeqID,
 		ReqDate:  day,
 		Order:    payscore.OrderLocator{OutOrderNo: created.OutOrderNo},
 	})
@@ -85,7 +90,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	debit, err := client.Debit(ctx, payscore.DebitRequest{
-		ReqSeqID:       payscore.ReqSeqID(session, payscore.StepDebit, 1),
+		ReqSeqID:       payscore.AttemptOn(session, payscore.StepDebit, 1, day).ReqSeqID,
 		ReqDate:        day,
 		DeductReqSeqID: reg.ReqSeqID,
 		OutTradeNo:     reg.OutTradeNo,
@@ -110,8 +115,8 @@ func Example() {
 }
 
 func ExampleReqSeqID() {
-	fmt.Println(payscore.ReqSeqID("01jbz3k5q8r9t2v4w6x8y0a2c4", payscore.StepDebit, 2))
-	// Output: DB000201jbz3k5q8r9t2v4w6x8y0a2c4
+	fmt.Println(payscore.ReqSeqID("01jbz3k5q8r9t2v4w6x8y0a2c4", payscore.StepDebit, 2, "20250601"))
+	// Output: DB00022025060101jbz3k5q8r9t2v4w6x8y0a2c4
 }
 
 func ExampleClampEndTime() {

@@ -22,7 +22,7 @@ func TestTransientFaultsAreRetried(t *testing.T) {
 			if res.OutOrderNo == "" || len(e.sb.Orders()) != 1 {
 				t.Fatalf("create: %+v, %d orders", res, len(e.sb.Orders()))
 			}
-			if n := e.calls.attempts(payscore.PathCreateOrder); n != 2 {
+			if n := e.calls.sends(payscore.PathCreateOrder); n != 2 {
 				t.Fatalf("%d attempts", n)
 			}
 		})
@@ -32,12 +32,12 @@ func TestTransientFaultsAreRetried(t *testing.T) {
 // TestExhaustedRetriesAreUncertain: when every attempt failed in a way that
 // may have executed, the error says so, and a query settles it.
 func TestExhaustedRetriesAreUncertain(t *testing.T) {
-	e := newEnv(t, withAttempts(3))
+	e := newEnv(t, withSends(3))
 	e.sb.FailNext(payscore.PathCreateOrder, 3, sandbox.Fault5xx)
 	req := e.createReq("ex1", 500)
 	_, err := e.client.CreateOrder(bg, req)
 	var pe *payscore.Error
-	if !payscore.IsUncertain(err) || !payscore.IsRetryable(err) || !errors.As(err, &pe) || pe.HTTPStatus != 503 || pe.Attempts != 3 {
+	if !payscore.IsUncertain(err) || !payscore.IsRetryable(err) || !errors.As(err, &pe) || pe.HTTPStatus != 503 || pe.Sends != 3 {
 		t.Fatalf("got %v", err)
 	}
 	// Settle by query: not there, so the same request (same id) is re-sent.
@@ -77,7 +77,7 @@ func TestExecutedButReplyLost(t *testing.T) {
 // a failure of the complete.
 func TestRefusalAfterPossibleExecutionIsUncertain(t *testing.T) {
 	for _, attempts := range []int{1, 3} {
-		e := newEnv(t, withAttempts(attempts))
+		e := newEnv(t, withSends(attempts))
 		no := e.confirmed(t, "unc", 1000)
 		e.sb.FailNext(payscore.PathCompleteOrder, 1, sandbox.FaultExecuted5xx)
 		err := e.client.CompleteOrder(bg, e.completeReq(no, 500))
@@ -104,7 +104,7 @@ func TestUnverifiableRepliesAreNeverSuccess(t *testing.T) {
 			t.Fatalf("%s: got %v", kind, err)
 		}
 		// It did run: the query finds it, and a re-send replays it.
-		if _, err := e.client.QueryOrder(bg, payscore.OrderLocator{ReqSeqID: payscore.ReqSeqID("sig", payscore.StepCreate, 1)}); err != nil {
+		if _, err := e.client.QueryOrder(bg, payscore.OrderLocator{ReqSeqID: payscore.ReqSeqID("sig", payscore.StepCreate, 1, payscore.FormatDate(e.clock.Now()))}); err != nil {
 			t.Fatalf("%s: query: %v", kind, err)
 		}
 	}
@@ -113,7 +113,7 @@ func TestUnverifiableRepliesAreNeverSuccess(t *testing.T) {
 func TestNothingSentIsNotUncertain(t *testing.T) {
 	e := newEnv(t)
 	cfg, _ := e.sb.ClientConfig("http://127.0.0.1:1") // nothing listens on port 1
-	cfg.RetryBackoff, cfg.MaxAttempts = time.Millisecond, 2
+	cfg.RetryBackoff, cfg.MaxSends = time.Millisecond, 2
 	c, err := payscore.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +162,7 @@ func TestSilentDebitFailure(t *testing.T) {
 		t.Fatal("second debit did not pay")
 	}
 	for _, d := range e.waitDelivered(t) {
-		if d.Kind == string(payscore.KindPaymentSucceeded) && d.ReqSeqID != payscore.ReqSeqID("sdf", payscore.StepDebit, 2) {
+		if d.Kind == string(payscore.KindPaymentSucceeded) && d.ReqSeqID != payscore.ReqSeqID("sdf", payscore.StepDebit, 2, payscore.FormatDate(e.clock.Now())) {
 			t.Fatalf("the failed debit was notified: %+v", d)
 		}
 	}
@@ -224,7 +224,7 @@ func TestNotificationRetriedUntilExactAck(t *testing.T) {
 }
 
 func TestObserverSeesEveryAttempt(t *testing.T) {
-	e := newEnv(t, withAttempts(3))
+	e := newEnv(t, withSends(3))
 	e.sb.FailNext(payscore.PathQueryOrder, 1, sandbox.FaultSystemError)
 	e.client.QueryOrder(bg, payscore.OrderLocator{OutOrderNo: "none"})
 	e.calls.mu.Lock()
@@ -233,7 +233,7 @@ func TestObserverSeesEveryAttempt(t *testing.T) {
 		t.Fatalf("infos %+v", e.calls.infos)
 	}
 	first, second := e.calls.infos[0], e.calls.infos[1]
-	if first.Result != payscore.CodeSystemError || first.Final || second.Result != payscore.CodeNotFound || !second.Final || second.Attempt != 2 {
+	if first.Result != payscore.CodeSystemError || first.Final || second.Result != payscore.CodeNotFound || !second.Final || second.Send != 2 {
 		t.Fatalf("infos %+v", e.calls.infos)
 	}
 }

@@ -25,7 +25,7 @@ func TestEveryEndpoint(t *testing.T) {
 	no := created.OutOrderNo
 
 	// The order can be found by each of the three locators.
-	for _, loc := range []payscore.OrderLocator{{OutOrderNo: no}, {HfSeqID: created.HfSeqID}, {ReqSeqID: payscore.ReqSeqID(session, payscore.StepCreate, 1)}} {
+	for _, loc := range []payscore.OrderLocator{{OutOrderNo: no}, {HfSeqID: created.HfSeqID}, {ReqSeqID: payscore.ReqSeqID(session, payscore.StepCreate, 1, payscore.FormatDate(e.clock.Now()))}} {
 		o, err := e.client.QueryOrder(bg, loc)
 		if err != nil || o.OutOrderNo != no || o.State != payscore.StateCreated {
 			t.Fatalf("query %+v: %+v %v", loc, o, err)
@@ -36,7 +36,7 @@ func TestEveryEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	conf := e.waitNotification(t, payscore.KindUserConfirmed, no, 1)
-	if conf.ReqSeqID != payscore.ReqSeqID(session, payscore.StepCreate, 1) || conf.OpenID != testOpenID || conf.ReqDate != payscore.FormatDate(e.clock.Now()) {
+	if conf.ReqSeqID != payscore.ReqSeqID(session, payscore.StepCreate, 1, payscore.FormatDate(e.clock.Now())) || conf.OpenID != testOpenID || conf.ReqDate != payscore.FormatDate(e.clock.Now()) {
 		t.Fatalf("confirm notification: %+v", conf)
 	}
 	if o := e.query(t, no); !o.UserConfirmed() {
@@ -68,7 +68,7 @@ func TestEveryEndpoint(t *testing.T) {
 		t.Fatalf("debit: %+v", debit)
 	}
 	paid := e.waitNotification(t, payscore.KindPaymentSucceeded, no, 1)
-	if paid.TransAmt != 1234 || paid.TransHfSeqID != debit.HfSeqID || paid.TransReqDate != debit.ReqDate || paid.ReqSeqID != payscore.ReqSeqID(session, payscore.StepDebit, 1) {
+	if paid.TransAmt != 1234 || paid.TransHfSeqID != debit.HfSeqID || paid.TransReqDate != debit.ReqDate || paid.ReqSeqID != payscore.ReqSeqID(session, payscore.StepDebit, 1, payscore.FormatDate(e.clock.Now())) {
 		t.Fatalf("payment notification: %+v (debit %+v)", paid, debit)
 	}
 	if o := e.query(t, no); !o.Paid() || o.Collection.PaidAmount != 1234 || len(o.Collection.Details) != 1 {
@@ -80,7 +80,7 @@ func TestEveryEndpoint(t *testing.T) {
 
 	refund := func(n int, amt money.Fen) (*payscore.RefundResult, error) {
 		return e.client.Refund(bg, payscore.RefundRequest{
-			ReqSeqID: payscore.ReqSeqID(session, payscore.StepRefund, n), ReqDate: e.clock.Now(), Amount: amt,
+			ReqSeqID: payscore.ReqSeqID(session, payscore.StepRefund, n, payscore.FormatDate(e.clock.Now())), ReqDate: e.clock.Now(), Amount: amt,
 			OrgReqDate: debit.ReqDate, OrgHfSeqID: debit.HfSeqID, Remark: "test",
 		})
 	}
@@ -130,10 +130,10 @@ func TestUserPaysThemselves(t *testing.T) {
 		t.Fatal("not paid")
 	}
 	// A debit after the user paid is refused as ORDER_DONE (even with a fresh registration).
-	if _, err := e.client.RegisterDeduction(bg, payscore.RegisterDeductionRequest{ReqSeqID: payscore.ReqSeqID(session, payscore.StepRegister, 2), ReqDate: e.clock.Now(), Order: payscore.OrderLocator{OutOrderNo: no}}); !payscore.IsOrderDone(err) {
+	if _, err := e.client.RegisterDeduction(bg, payscore.RegisterDeductionRequest{ReqSeqID: payscore.ReqSeqID(session, payscore.StepRegister, 2, payscore.FormatDate(e.clock.Now())), ReqDate: e.clock.Now(), Order: payscore.OrderLocator{OutOrderNo: no}}); !payscore.IsOrderDone(err) {
 		t.Fatalf("register after paid: %v", err)
 	}
-	if _, err := e.client.Refund(bg, payscore.RefundRequest{ReqSeqID: payscore.ReqSeqID(session, payscore.StepRefund, 1), ReqDate: e.clock.Now(),
+	if _, err := e.client.Refund(bg, payscore.RefundRequest{ReqSeqID: payscore.ReqSeqID(session, payscore.StepRefund, 1, payscore.FormatDate(e.clock.Now())), ReqDate: e.clock.Now(),
 		Amount: 800, OrgReqDate: n.TransReqDate, OrgHfSeqID: n.TransHfSeqID}); err != nil {
 		t.Fatal(err)
 	}
@@ -264,14 +264,14 @@ func TestRules(t *testing.T) {
 		{"one live registration at a time", nil, func(t *testing.T, e *env) {
 			no := e.completed(t, "r9", 500)
 			e.register(t, "r9", 1, no)
-			_, err := e.client.RegisterDeduction(bg, payscore.RegisterDeductionRequest{ReqSeqID: payscore.ReqSeqID("r9", payscore.StepRegister, 2), ReqDate: e.clock.Now(), Order: payscore.OrderLocator{OutOrderNo: no}})
+			_, err := e.client.RegisterDeduction(bg, payscore.RegisterDeductionRequest{ReqSeqID: payscore.ReqSeqID("r9", payscore.StepRegister, 2, payscore.FormatDate(e.clock.Now())), ReqDate: e.clock.Now(), Order: payscore.OrderLocator{OutOrderNo: no}})
 			if !payscore.IsInvalidOrderState(err) {
 				t.Fatalf("got %v", err)
 			}
 		}},
 		{"registration needs a completed order", nil, func(t *testing.T, e *env) {
 			no := e.confirmed(t, "r10", 500)
-			_, err := e.client.RegisterDeduction(bg, payscore.RegisterDeductionRequest{ReqSeqID: payscore.ReqSeqID("r10", payscore.StepRegister, 1), ReqDate: e.clock.Now(), Order: payscore.OrderLocator{OutOrderNo: no}})
+			_, err := e.client.RegisterDeduction(bg, payscore.RegisterDeductionRequest{ReqSeqID: payscore.ReqSeqID("r10", payscore.StepRegister, 1, payscore.FormatDate(e.clock.Now())), ReqDate: e.clock.Now(), Order: payscore.OrderLocator{OutOrderNo: no}})
 			if !payscore.IsInvalidOrderState(err) {
 				t.Fatalf("got %v", err)
 			}
@@ -406,7 +406,7 @@ func TestRules(t *testing.T) {
 					t.Errorf("got %v", err)
 				}
 			}
-			if n := e.calls.attempts(payscore.PathCreateOrder) + e.calls.attempts(payscore.PathCompleteOrder); n != 0 {
+			if n := e.calls.sends(payscore.PathCreateOrder) + e.calls.sends(payscore.PathCompleteOrder); n != 0 {
 				t.Fatalf("%d requests sent", n)
 			}
 		}},

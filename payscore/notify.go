@@ -42,15 +42,27 @@ type Notification struct {
 	TransStat        string
 	HuifuID          string
 	Raw              string // resp_data exactly as received and verified
+	// Unreadable names the fields present in a form that could not be read
+	// (they are left empty): the session then goes by the facts, a query.
+	Unreadable []string
 }
 
-// Ack is the exact body Huifu expects in answer to n.
-func (n Notification) Ack() string { return AckPrefix + n.ReqSeqID }
+// Ack is the exact body Huifu expects in answer to n: RECV_ORD_ID_ and the
+// req_seq_id found in resp_data. A notification without one is still
+// acknowledged, with the first serial it does carry (or none): refusing it
+// would only make Huifu send it again, and again.
+func (n Notification) Ack() string {
+	return AckPrefix + firstNonEmpty(n.ReqSeqID, n.TransHfSeqID, n.OutOrderNo)
+}
 
 // VerifyNotification verifies sign over respData exactly as received, and
-// only then decodes it. Errors: ErrNotSigned (no sign), ErrNoValidSignature,
-// ErrMalformedNotification (no resp_data, bad JSON, no req_seq_id, bad
-// trans_amt). Nothing is decoded from an unverified body.
+// only then decodes it — tolerantly (docs/payscore.md §5): fields may be
+// missing or extra, values numbers or strings, trans_amt yuan or fen. A
+// field that cannot be read is left empty and named in Unreadable; a
+// resp_data that is no JSON object at all gives a notification of
+// KindUnknown with only Raw set. Errors: ErrNotSigned (no sign),
+// ErrNoValidSignature, ErrMalformedNotification (no resp_data). Nothing is
+// decoded from an unverified body.
 func VerifyNotification(v Verifier, respData, sign string) (Notification, error) {
 	if sign == "" {
 		return Notification{}, ErrNotSigned
@@ -64,23 +76,21 @@ func VerifyNotification(v Verifier, respData, sign string) (Notification, error)
 		}
 		return Notification{}, fmt.Errorf("%w: %v", ErrNoValidSignature, err)
 	}
-	var w notificationWire
-	if err := json.Unmarshal([]byte(respData), &w); err != nil {
-		return Notification{}, fmt.Errorf("%w: %v", ErrMalformedNotification, err)
+	n := Notification{Kind: KindUnknown, Raw: respData}
+	var f wireFields
+	if err := json.Unmarshal([]byte(respData), &f); err != nil {
+		n.Unreadable = []string{"resp_data"}
+		return n, nil
 	}
-	if w.ReqSeqID == "" {
-		return Notification{}, fmt.Errorf("%w: no req_seq_id", ErrMalformedNotification)
-	}
-	amt, err := parseTransAmt(w.TransAmt)
+	n.RespCode, n.RespDesc, n.HuifuID = f.str("resp_code"), f.str("resp_desc"), f.str("huifu_id")
+	n.ReqSeqID, n.ReqDate, n.OutOrderNo = f.str("req_seq_id"), f.str("req_date"), f.str(fieldOutOrderNo)
+	n.State, n.StateDescription, n.OpenID = f.str(fieldState), f.str(fieldStateDesc), f.str("openid")
+	n.TransHfSeqID, n.TransReqDate, n.TransStat = f.str("trans_hf_seq_id"), f.str("trans_req_date"), f.str(fieldTransStat)
+	amt, err := f.amount(fieldTransAmt, inYuan)
 	if err != nil {
-		return Notification{}, err
+		n.Unreadable = append(n.Unreadable, fieldTransAmt)
 	}
-	n := Notification{
-		RespCode: w.RespCode, RespDesc: w.RespDesc, ReqSeqID: w.ReqSeqID, ReqDate: w.ReqDate,
-		OutOrderNo: w.OutOrderNo, State: w.State, StateDescription: w.StateDescription, OpenID: w.OpenID,
-		TransHfSeqID: w.TransHfSeqID, TransReqDate: w.TransReqDate, TransAmt: amt, TransStat: w.TransStat,
-		HuifuID: w.HuifuID, Raw: respData,
-	}
+	n.TransAmt = amt
 	n.Kind = classify(&n)
 	return n, nil
 }
@@ -102,7 +112,8 @@ type NotifyOptions struct {
 
 // NotifyStatus maps a VerifyNotification / body error to the HTTP status the
 // notify endpoint answers: 413 too large, 401 unsigned or bad signature, 400
-// malformed. Other errors give 500.
+// malformed (no resp_data, an unreadable form). Other errors give 500. A
+// verified resp_data is never refused, however odd its fields.
 func NotifyStatus(err error) int {
 	switch {
 	case errors.Is(err, ErrBodyTooLarge):
@@ -139,7 +150,8 @@ func ReadNotification(r *http.Request, v Verifier, maxBody int64) (Notification,
 
 // NotifyHandler serves Huifu's notifications (docs/payscore.md §5): POST only; the
 // body is capped (413); a missing or bad signature gets 401 and nothing is
-// applied; a verified but undecodable body gets 400; then apply runs, and its
+// applied; a body without resp_data gets 400; a verified resp_data is
+// always applied (apply gets what could be read); then apply runs, and its
 // error answers 500 so that Huifu sends again (apply must be idempotent: the
 // same notification arrives more than once anyway). Success answers 200
 // text/plain RECV_ORD_ID_<req_seq_id>.
@@ -168,6 +180,10 @@ func NotifyHandler(v Verifier, apply func(context.Context, Notification) error, 
 			log.Error("payscore notification not applied", "req_seq_id", n.ReqSeqID, "out_order_no", n.OutOrderNo, "kind", n.Kind, "error", err)
 			http.Error(w, "not applied", http.StatusInternalServerError)
 			return
+		}
+		if n.ReqSeqID == "" || len(n.Unreadable) > 0 {
+			log.Warn("payscore notification incomplete, acknowledged", "out_order_no", n.OutOrderNo, "kind", n.Kind,
+				"unreadable", n.Unreadable, "resp_data", n.Raw)
 		}
 		log.Info("payscore notification applied", "req_seq_id", n.ReqSeqID, "out_order_no", n.OutOrderNo, "kind", n.Kind)
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

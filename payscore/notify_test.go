@@ -62,9 +62,11 @@ func TestNotifyHandler(t *testing.T) {
 		{"missing sign", http.MethodPost, noSign, 401, ""},
 		{"empty body", http.MethodPost, "", 401, ""},
 		{"missing resp_data", http.MethodPost, noData, 400, ""},
-		{"signed but not JSON", http.MethodPost, notJSON, 400, ""},
-		{"signed but no req_seq_id", http.MethodPost, noSeq, 400, ""},
-		{"signed but bad trans_amt", http.MethodPost, badAmt, 400, ""},
+		// Verified but odd: acknowledged with what is there, never refused
+		// (a refusal only makes Huifu send it again).
+		{"signed but not JSON", http.MethodPost, notJSON, 200, payscore.KindUnknown},
+		{"signed but no req_seq_id", http.MethodPost, noSeq, 200, payscore.KindUnknown},
+		{"signed but bad trans_amt", http.MethodPost, badAmt, 200, payscore.KindPaymentSucceeded},
 		{"too large", http.MethodPost, good + "&pad=" + strings.Repeat("x", payscore.DefaultMaxNotifyBody), 413, ""},
 		{"GET", http.MethodGet, "", 405, ""},
 	}
@@ -84,7 +86,7 @@ func TestNotifyHandler(t *testing.T) {
 			if len(a.got) != 1 || a.got[0].Kind != tc.kind {
 				t.Fatalf("applied %+v", a.got)
 			}
-			if got := w.Body.String(); got != "RECV_ORD_ID_"+a.got[0].ReqSeqID || !strings.HasPrefix(w.Header().Get("Content-Type"), "text/plain") {
+			if got := w.Body.String(); got != a.got[0].Ack() || !strings.HasPrefix(got, "RECV_ORD_ID_") || !strings.HasPrefix(w.Header().Get("Content-Type"), "text/plain") {
 				t.Fatalf("ack %q", got)
 			}
 		})
@@ -94,6 +96,51 @@ func TestNotifyHandler(t *testing.T) {
 	n, err := payscore.VerifyNotificationForm(k.Verifier, mustForm(t, payscoretest.SignedForm(t, k.Signer, pay)))
 	if err != nil || n.TransAmt != 1230 || n.TransHfSeqID != "HF9" || n.TransReqDate != "20250601" || n.Ack() != "RECV_ORD_ID_DB0001s1" {
 		t.Fatalf("got %+v %v", n, err)
+	}
+}
+
+// TestNotificationTolerant: a verified notification with missing, extra,
+// numeric or unreadable fields is decoded as far as it can be and
+// acknowledged with the first serial it carries (docs/payscore.md §5).
+func TestNotificationTolerant(t *testing.T) {
+	k := payscoretest.HuifuKeys(t)
+	for _, tc := range []struct {
+		name, respData string
+		kind           payscore.NotificationKind
+		ack            string
+		amt            int64
+		unreadable     string
+	}{
+		{"complete payment", `{"out_order_no":"SO1","req_seq_id":"DB1","trans_amt":"12.30","trans_hf_seq_id":"HF9","trans_stat":"S"}`,
+			payscore.KindPaymentSucceeded, "RECV_ORD_ID_DB1", 1230, ""},
+		{"no req_seq_id: the debit's hf_seq_id", `{"out_order_no":"SO1","trans_amt":"12.30","trans_hf_seq_id":"HF9","trans_stat":"S"}`,
+			payscore.KindPaymentSucceeded, "RECV_ORD_ID_HF9", 1230, ""},
+		{"no serial but the order", `{"out_order_no":"SO1","state":"DOING","state_description":"USER_CONFIRM"}`,
+			payscore.KindUserConfirmed, "RECV_ORD_ID_SO1", 0, ""},
+		{"nothing at all", `{}`, payscore.KindUnknown, "RECV_ORD_ID_", 0, ""},
+		{"amount as a number of yuan", `{"out_order_no":"SO1","req_seq_id":"DB1","trans_amt":12.3,"trans_stat":"S"}`,
+			payscore.KindPaymentSucceeded, "RECV_ORD_ID_DB1", 1230, ""},
+		{"extra and nested fields", `{"out_order_no":"SO1","req_seq_id":"DB1","trans_amt":"1.00","trans_stat":"S","wx_data":{"x":[1,2]},"fee_amt":0.01,"is_delay":true}`,
+			payscore.KindPaymentSucceeded, "RECV_ORD_ID_DB1", 100, ""},
+		{"unreadable amount", `{"out_order_no":"SO1","req_seq_id":"DB1","trans_amt":"12.345","trans_stat":"S"}`,
+			payscore.KindPaymentSucceeded, "RECV_ORD_ID_DB1", 0, "trans_amt"},
+		{"not JSON", `not json`, payscore.KindUnknown, "RECV_ORD_ID_", 0, "resp_data"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			form, err := payscore.SignNotification(k.Signer, tc.respData)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var a applied
+			w := serve(payscore.NotifyHandler(k.Verifier, a.apply, payscore.NotifyOptions{}), http.MethodPost, formType, form.Encode())
+			if w.Code != 200 || w.Body.String() != tc.ack || len(a.got) != 1 {
+				t.Fatalf("%d %q, applied %d", w.Code, w.Body, len(a.got))
+			}
+			n := a.got[0]
+			if n.Kind != tc.kind || int64(n.TransAmt) != tc.amt || strings.Join(n.Unreadable, ",") != tc.unreadable || n.Raw != tc.respData {
+				t.Fatalf("got %+v", n)
+			}
+		})
 	}
 }
 

@@ -7,9 +7,6 @@ package payscore
 // are ours; the rest are [sdk]/[wx] facts kept beside them for reference.
 
 import (
-	"encoding/json"
-	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -26,6 +23,7 @@ const (
 	PathQueryDeduction    = "/v2/trade/payscore/deduct/query"
 	PathDebit             = "/v2/trade/payscore/pay/payscorepay"
 	PathRefund            = "/v2/trade/payment/scanpay/refund"
+	PathQueryRefund       = "/v2/trade/payment/scanpay/refundquery" // 扫码交易退款查询
 )
 
 // resp_code values (docs/payscore.md §3) [sdk docs].
@@ -40,17 +38,45 @@ const (
 	CodeProductConfig  = "22000000"
 	CodeMerchantConfig = "22000002"
 	CodeRisk           = "90000000"
+	CodeChannelBusy    = "91111119" // 通道异常，请稍后重试: retryable
 	CodeUnknown        = "98888888" // retryable
 	CodeSystemError    = "99999999" // retryable
 )
+
+// knownCode: the codes this profile knows the meaning of. A reply with any
+// other code is "uncertain": the call may have executed, settle by query
+// (docs/payscore.md §3).
+func knownCode(code string) bool {
+	switch code {
+	case CodeSuccess, CodeAccepted, CodeBadParameter, CodeDuplicate, CodeTooFrequent, CodeNotFound, CodeLogicError,
+		CodeProductConfig, CodeMerchantConfig, CodeRisk, CodeChannelBusy, CodeUnknown, CodeSystemError:
+		return true
+	}
+	return false
+}
+
+// descStaleReqDate is what Huifu says, with CodeBadParameter, of a
+// req_date that is not its today (请求日期必须是当前日期) [decided: matched as
+// a substring of resp_desc]. Nothing executed; the request may be sent again
+// as a new attempt dated today — a clock a little off at midnight must not
+// turn a debit into a final refusal.
+const descStaleReqDate = "请求日期"
+
+// isStaleDateRefusal: a bad-parameter refusal of the req_date itself.
+func isStaleDateRefusal(code, desc string) bool {
+	return code == CodeBadParameter && strings.Contains(desc, descStaleReqDate)
+}
 
 // isSuccessCode: both "processed" and "accepted" mean not a failure; the
 // business outcome comes from status fields or a later query.
 func isSuccessCode(code string) bool { return code == CodeSuccess || code == CodeAccepted }
 
-// isRetryableCode: Huifu's unknown/system errors may be retried with the same
-// req_seq_id; the request may have run, so they also make a call uncertain.
-func isRetryableCode(code string) bool { return code == CodeUnknown || code == CodeSystemError }
+// isRetryableCode: Huifu's unknown/system errors and a busy channel may be
+// retried with the same req_seq_id (the same day); the request may have
+// run, so they also make a call uncertain.
+func isRetryableCode(code string) bool {
+	return code == CodeUnknown || code == CodeSystemError || code == CodeChannelBusy
+}
 
 // WeChat error names that Huifu carries in resp_desc [decided: carried as a
 // substring of resp_desc, e.g. "ORDER_DONE:订单已完成"]. Tested by the Is*
@@ -174,7 +200,8 @@ type RiskCheckWire struct {
 }
 
 // CollectionWire is the query reply's collection [decided: sent as a JSON
-// string; an object is tolerated, see decodeCollection]. Amounts in fen.
+// string; an object is tolerated, see readCollection]. Amounts in fen
+// [decided]; fen strings and yuan strings are tolerated too.
 type CollectionWire struct {
 	State        string                 `json:"state"`
 	TotalAmount  int64                  `json:"total_amount"`
@@ -192,27 +219,6 @@ type CollectionDetailWire struct {
 	TransactionID string `json:"transaction_id"`
 }
 
-// decodeCollection accepts collection as a JSON string holding an object, or
-// as an object; missing/empty means no collection yet.
-func decodeCollection(raw json.RawMessage) (CollectionWire, error) {
-	var c CollectionWire
-	raw = json.RawMessage(strings.TrimSpace(string(raw)))
-	if len(raw) == 0 || string(raw) == "null" || string(raw) == `""` {
-		return c, nil
-	}
-	if raw[0] == '"' {
-		var s string
-		if err := json.Unmarshal(raw, &s); err != nil {
-			return c, fmt.Errorf("collection: %w", err)
-		}
-		raw = json.RawMessage(s)
-	}
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return c, fmt.Errorf("collection: %w", err)
-	}
-	return c, nil
-}
-
 // Reply fields chargeflow relies on beyond resp_code (docs/payscore.md §4). Where a
 // field is [decided], its absence is tolerated by the typed methods.
 const (
@@ -225,6 +231,8 @@ const (
 	fieldTotalAmount = "total_amount" // query [decided: fen]
 	fieldOutTradeNo  = "out_trade_no" // register [seed], query deduction [decided]
 	fieldTransStat   = "trans_stat"   // query deduction, debit [decided], refund
+	fieldOrdAmt      = "ord_amt"      // refund query [decided: yuan, as the refund's own]
+	fieldTransAmt    = "trans_amt"    // payment notification: yuan (fen tolerated)
 )
 
 // Notifications (docs/payscore.md §5) [decided]: both Pay Score notifications go to the
@@ -243,35 +251,5 @@ func classify(n *Notification) NotificationKind {
 	}
 }
 
-// notificationWire is resp_data's JSON. Values are strings on the wire; the
-// amount is yuan (trans_amt, a Huifu top-level field).
-type notificationWire struct {
-	RespCode         string `json:"resp_code"`
-	RespDesc         string `json:"resp_desc"`
-	HuifuID          string `json:"huifu_id"`
-	ReqSeqID         string `json:"req_seq_id"`
-	ReqDate          string `json:"req_date"`
-	OutOrderNo       string `json:"out_order_no"`
-	State            string `json:"state"`
-	StateDescription string `json:"state_description"`
-	OpenID           string `json:"openid"`
-	TransHfSeqID     string `json:"trans_hf_seq_id"`
-	TransReqDate     string `json:"trans_req_date"`
-	TransAmt         string `json:"trans_amt"`
-	TransStat        string `json:"trans_stat"`
-}
-
 // AckPrefix + req_seq_id is the exact acknowledgement body Huifu expects.
 const AckPrefix = "RECV_ORD_ID_"
-
-// parseTransAmt reads trans_amt (yuan); empty means absent.
-func parseTransAmt(s string) (money.Fen, error) {
-	if s == "" {
-		return 0, nil
-	}
-	f, err := money.ParseYuan(s)
-	if err != nil {
-		return 0, errors.Join(ErrMalformedNotification, err)
-	}
-	return f, nil
-}

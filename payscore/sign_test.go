@@ -127,33 +127,48 @@ func TestSignVerify(t *testing.T) {
 func TestReqSeqID(t *testing.T) {
 	seen := map[string]string{}
 	sessions := []string{"01jbz3k5q8r9t2v4w6x8y0a2c4", "01jbz3k5q8r9t2v4w6x8y0a2c5", "a", "ab", "0001ab",
-		strings.Repeat("z", 58), strings.Repeat("z", 59), "has-dash", "UPPER", "ünï"}
+		strings.Repeat("z", 50), strings.Repeat("z", 51), "has-dash", "UPPER", "ünï"}
 	steps := []payscore.Step{payscore.StepCreate, payscore.StepRegister, payscore.StepDebit, payscore.StepRefund}
 	for _, s := range sessions {
 		for _, st := range steps {
 			for _, a := range []int{0, 1, 2, 10, 9999, 10000, -1} {
-				id := payscore.ReqSeqID(s, st, a)
-				if id != payscore.ReqSeqID(s, st, a) {
-					t.Fatal("not deterministic")
-				}
-				if len(id) > 64 || len(id) == 0 {
-					t.Fatalf("%q: length %d", id, len(id))
-				}
-				for _, c := range id {
-					if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
-						t.Fatalf("%q: character %q", id, c)
+				for _, day := range []string{"20261204", "20261205", "2026124", ""} {
+					id := payscore.ReqSeqID(s, st, a, day)
+					if id != payscore.ReqSeqID(s, st, a, day) {
+						t.Fatal("not deterministic")
 					}
+					if len(id) > 64 || len(id) == 0 {
+						t.Fatalf("%q: length %d", id, len(id))
+					}
+					for _, c := range id {
+						if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z') {
+							t.Fatalf("%q: character %q", id, c)
+						}
+					}
+					key := s + "|" + string(st) + "|" + string(rune(a+100)) + "|" + day
+					if prev, dup := seen[id]; dup {
+						t.Fatalf("collision %q for %s and %s", id, prev, key)
+					}
+					seen[id] = key
 				}
-				key := s + "|" + string(st) + "|" + string(rune(a+100))
-				if prev, dup := seen[id]; dup {
-					t.Fatalf("collision %q for %s and %s", id, prev, key)
-				}
-				seen[id] = key
 			}
 		}
 	}
-	if got := payscore.ReqSeqID("01jbz3k5q8r9t2v4w6x8y0a2c4", payscore.StepDebit, 2); got != "DB000201jbz3k5q8r9t2v4w6x8y0a2c4" {
+	if got := payscore.ReqSeqID("01jbz3k5q8r9t2v4w6x8y0a2c4", payscore.StepDebit, 2, "20261204"); got != "DB00022026120401jbz3k5q8r9t2v4w6x8y0a2c4" {
 		t.Fatalf("layout changed: %s", got)
+	}
+	// SessionOf reads the session back from the direct form, and nothing
+	// from a hashed id or a serial that is not ours.
+	for id, want := range map[string]string{
+		payscore.ReqSeqID("01jbz3k5q8r9t2v4w6x8y0a2c4", payscore.StepDebit, 2, "20261204"): "01jbz3k5q8r9t2v4w6x8y0a2c4",
+		payscore.ReqSeqID("a", payscore.StepRefund, 9999, "20261204"):                      "a",
+		payscore.ReqSeqID("has-dash", payscore.StepCreate, 1, "20261204"):                  "",
+		payscore.ReqSeqID(strings.Repeat("z", 51), payscore.StepCreate, 1, "20261204"):     "",
+		"UP2026120412000000000001": "", "CR000120261204": "", "": "",
+	} {
+		if got := payscore.SessionOf(id); got != want {
+			t.Errorf("SessionOf(%q) = %q, want %q", id, got, want)
+		}
 	}
 }
 

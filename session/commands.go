@@ -109,7 +109,7 @@ func (e *Engine) Create(ctx context.Context, id string, req CreateRequest) (fsm.
 	}
 
 	now := e.now()
-	reqSeq := payscore.ReqSeqID(id, payscore.StepCreate, 1)
+	reqSeq := payscore.AttemptOn(id, payscore.StepCreate, 1, now).ReqSeqID
 	order, err := e.pay.CreateOrder(ctx, payscore.CreateOrderRequest{
 		ReqSeqID: reqSeq, ReqDate: now, ServiceIntroduction: e.cfg.ServiceIntroduction,
 		RiskFund:  payscore.RiskFund{Name: payscore.RiskFundEstimate, Amount: req.MaxAmountFen, Description: "充电费用上限"},

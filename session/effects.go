@@ -46,11 +46,12 @@ func (e *Engine) perform(ctx context.Context, eff fsm.Effect) (string, error) {
 		e.log.Debug("effect no longer wanted", "session", s.ID, "effect", eff.Kind, "why", why)
 		return outcomeSkipped, nil
 	}
+	if err := e.durableEffect(ctx, s, eff); err != nil { // session/durable.go
+		return "", err
+	}
 	switch eff.Kind {
-	case fsm.EffSendStart:
-		return e.sendStart(ctx, s, eff)
-	case fsm.EffSendStop:
-		return e.send(ctx, eff, charger.Command{CmdID: eff.CmdID, Type: charger.CmdStop, SessionID: eff.Session, Connector: eff.Connector})
+	case fsm.EffSendStart, fsm.EffSendStop:
+		return e.command(ctx, s, eff) // sent again while unanswered (resend.go)
 	case fsm.EffCancelOrder:
 		return e.cancelOrder(ctx, eff)
 	case fsm.EffCompleteOrder:
@@ -82,18 +83,6 @@ func (e *Engine) send(ctx context.Context, eff fsm.Effect, c charger.Command) (s
 		return "", retry(fmt.Errorf("publish %s: %w", c.Type, err))
 	}
 	return outcomeDone, nil
-}
-
-// sendStart publishes the start command (the machine wants it only while
-// the session is user_confirmed and before the command's deadline, so a
-// stale start never reaches a charger).
-func (e *Engine) sendStart(ctx context.Context, s fsm.Session, eff fsm.Effect) (string, error) {
-	out, err := e.send(ctx, eff, charger.Command{CmdID: eff.CmdID, Type: charger.CmdStart,
-		SessionID: eff.Session, Connector: eff.Connector, Deadline: eff.Deadline, MaxEnergyWh: eff.MaxEnergyWh})
-	if err == nil && e.obs != nil {
-		e.obs.ConfirmToStart(e.now().Sub(s.ConfirmedAt))
-	}
-	return out, err
 }
 
 func (e *Engine) cancelOrder(ctx context.Context, eff fsm.Effect) (string, error) {
@@ -174,17 +163,26 @@ func (e *Engine) completeOrder(ctx context.Context, s fsm.Session, eff fsm.Effec
 // registerDeduction registers deduction n (a new registration per
 // deduction: a failed debit needs a new one).
 func (e *Engine) registerDeduction(ctx context.Context, s fsm.Session, eff fsm.Effect) (string, error) {
-	reg, err := e.pay.RegisterDeduction(ctx, payscore.RegisterDeductionRequest{
-		ReqSeqID: payscore.ReqSeqID(s.ID, payscore.StepRegister, eff.Deduction), ReqDate: eff.DueAt,
-		Order: payscore.OrderLocator{OutOrderNo: s.OutOrderNo},
-	})
+	a, late := e.dated(s.ID, payscore.StepRegister, eff.Deduction, eff.DueAt)
+	var reg *payscore.Registration
+	var err error
+	if late { // the midnight rule: did an earlier day's attempt register it?
+		if reg, err = e.earlierRegistration(ctx, s); err != nil {
+			return "", err
+		}
+	}
+	if reg == nil {
+		reg, err = e.pay.RegisterDeduction(ctx, payscore.RegisterDeductionRequest{
+			ReqSeqID: a.ReqSeqID, ReqDate: e.now(), Order: payscore.OrderLocator{OutOrderNo: s.OutOrderNo},
+		})
+	}
 	if payscore.IsDuplicate(err) {
 		// This deduction was registered before: find it.
 		st, qerr := e.pay.QueryDeduction(ctx, payscore.OrderLocator{OutOrderNo: s.OutOrderNo})
 		if qerr != nil {
 			return "", fmt.Errorf("query deduction: %w", qerr)
 		}
-		reg, err = &payscore.Registration{OutTradeNo: st.OutTradeNo}, nil
+		reg, err = &payscore.Registration{OutTradeNo: st.OutTradeNo, HfSeqID: st.HfSeqID}, nil
 	}
 	if err != nil {
 		if payscore.IsOrderDone(err) {
@@ -203,11 +201,22 @@ func (e *Engine) registerDeduction(ctx context.Context, s fsm.Session, eff fsm.E
 }
 
 // debit sends payscorepay for the registration of deduction n — once: a
-// retry re-sends the SAME req_seq_id, which Huifu recognises.
+// retry the same day re-sends the SAME req_seq_id, which Huifu recognises;
+// a retry on a later day first settles the earlier day's attempt by query
+// (session/attempts.go).
 func (e *Engine) debit(ctx context.Context, s fsm.Session, eff fsm.Effect) (string, error) {
+	a, late := e.dated(s.ID, payscore.StepDebit, eff.Deduction, eff.DueAt)
+	if late { // the midnight rule: was it sent on an earlier day?
+		if settled, err := e.debitSettled(ctx, s, eff); settled || err != nil {
+			return outcomeDone, err
+		}
+	}
+	// One locator of the registration: its hf_seq_id when Huifu gave one,
+	// else its req_seq_id — dated the day the debit came due, which is the
+	// day the registration answered (the debit is due at that answer).
 	res, err := e.pay.Debit(ctx, payscore.DebitRequest{
-		ReqSeqID: payscore.ReqSeqID(s.ID, payscore.StepDebit, eff.Deduction), ReqDate: eff.DueAt,
-		DeductReqSeqID: payscore.ReqSeqID(s.ID, payscore.StepRegister, eff.Deduction), DeductHfSeqID: s.Payment.RegisterSeqID,
+		ReqSeqID: a.ReqSeqID, ReqDate: e.now(),
+		DeductReqSeqID: payscore.AttemptOn(s.ID, payscore.StepRegister, eff.Deduction, eff.DueAt).ReqSeqID, DeductHfSeqID: s.Payment.RegisterSeqID,
 		OutTradeNo: eff.OutTradeNo, GoodsDesc: e.cfg.GoodsDesc, ClientIP: e.cfg.ClientIP,
 	})
 	if payscore.IsDuplicate(err) {
@@ -285,8 +294,14 @@ func (e *Engine) reconcile(ctx context.Context, id string) error {
 
 func (e *Engine) refund(ctx context.Context, s fsm.Session, eff fsm.Effect) (string, error) {
 	r, _ := s.RefundByID(eff.RefundID) // the machine wants it: it is pending
+	a, late := e.dated(eff.Session, payscore.StepRefund, r.No, eff.DueAt)
+	if late { // the midnight rule: was it sent on an earlier day?
+		if settled, err := e.refundSettled(ctx, s, eff, r.No, eff.DueAt); settled || err != nil {
+			return outcomeDone, err
+		}
+	}
 	res, err := e.pay.Refund(ctx, payscore.RefundRequest{
-		ReqSeqID: payscore.ReqSeqID(eff.Session, payscore.StepRefund, r.No), ReqDate: eff.DueAt,
+		ReqSeqID: a.ReqSeqID, ReqDate: e.now(),
 		Amount: eff.AmountFen, OrgReqDate: eff.OrgReqDate, OrgHfSeqID: eff.OrgHfSeqID, Remark: eff.Reason,
 	})
 	if err != nil {

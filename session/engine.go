@@ -36,6 +36,7 @@ type PayScore interface {
 	QueryDeduction(ctx context.Context, loc payscore.OrderLocator) (*payscore.DeductionStatus, error)
 	Debit(ctx context.Context, r payscore.DebitRequest) (*payscore.DebitResult, error)
 	Refund(ctx context.Context, r payscore.RefundRequest) (*payscore.RefundResult, error)
+	QueryRefund(ctx context.Context, q payscore.RefundQuery) (*payscore.RefundStatus, error)
 }
 
 // Commander publishes to chargers (a charger.Link).
@@ -85,6 +86,8 @@ type Config struct {
 	IdempotencyTTL time.Duration
 	// InFlightTimeout: see DefaultInFlightTimeout.
 	InFlightTimeout time.Duration
+	// ResendEvery: see DefaultResendEvery.
+	ResendEvery time.Duration
 	// Webhooks: every transition and refund outcome is also queued as a
 	// webhook event with its commit (webhooks.go).
 	Webhooks bool
@@ -126,6 +129,9 @@ func (c *Config) defaults() {
 	}
 	if c.InFlightTimeout <= 0 {
 		c.InFlightTimeout = DefaultInFlightTimeout
+	}
+	if c.ResendEvery <= 0 {
+		c.ResendEvery = DefaultResendEvery
 	}
 	if c.InstanceID == "" {
 		c.InstanceID = "chargeflow"
@@ -207,7 +213,7 @@ func (e *Engine) apply(ctx context.Context, id string, ev fsm.Event, src source)
 		}
 		if !r.Changed {
 			e.anomalies(ctx, s, ev, r.Anomalies, src)
-			return r, nil
+			return r, e.durableEvent(ctx, id, ev) // a repeat of an event whose commit may not be durable yet
 		}
 		c := store.Commit{ExpectedVersion: s.Version, Session: r.Session, History: r.History, Effects: r.Effects,
 			Publish: publishes(s, ev, r)}
@@ -227,7 +233,7 @@ func (e *Engine) apply(ctx context.Context, id string, ev fsm.Event, src source)
 		}
 		r.Session.Version = s.Version + 1
 		e.committed(ctx, s, ev, r, src)
-		return r, nil
+		return r, e.durableEvent(ctx, id, ev) // session/durable.go
 	}
 	return fsm.Result{}, fmt.Errorf("apply %s to %s: %w after %d attempts", ev.Type, id, store.ErrVersionConflict, maxConflicts)
 }
@@ -394,18 +400,29 @@ func (e errRetry) Unwrap() error { return e.err }
 func retry(err error) error { return errRetry{err} }
 
 // errDefer asks for the effect again at a given time; it is not a failure.
-type errDefer struct{ until time.Time }
+// note, when set, is what the outbox keeps as the task's last error;
+// outcome, when set, is counted for the try that asked for the deferral.
+type errDefer struct {
+	until   time.Time
+	note    string
+	outcome string
+}
 
-func (e errDefer) Error() string { return "deferred until " + e.until.Format(time.RFC3339Nano) }
+func (e errDefer) Error() string {
+	if e.note != "" {
+		return e.note
+	}
+	return "deferred until " + e.until.Format(time.RFC3339Nano)
+}
 
-func deferUntil(t time.Time) error { return errDefer{t} }
+func deferUntil(t time.Time) error { return errDefer{until: t} }
 
 func (e *Engine) performTask(ctx context.Context, t store.Task) {
 	// Each effect gets a bounded time; a context cancelled by shutdown
 	// leaves the entry leased, and it comes back after the lease.
 	pctx, cancel := context.WithTimeout(ctx, e.cfg.Lease*2/3)
 	defer cancel()
-	outcome, err := e.perform(pctx, t.Effect)
+	outcome, err := e.perform(withTask(pctx, t), t.Effect)
 	// t.Tries counts the entry's failed tries so far (the outbox's
 	// retries, not a deduction or refund number).
 	tries := t.Tries
@@ -414,6 +431,9 @@ func (e *Engine) performTask(ctx context.Context, t store.Task) {
 	var d errDefer
 	switch {
 	case errors.As(err, &d):
+		if d.outcome != "" && e.obs != nil {
+			e.obs.Effect(t.Effect.Kind, d.outcome)
+		}
 		if rerr := e.store.Retry(ctx, t, d.until, d.Error()); rerr != nil {
 			log.Warn("defer effect", "err", rerr)
 		}
@@ -421,7 +441,7 @@ func (e *Engine) performTask(ctx context.Context, t store.Task) {
 	case err != nil && ctx.Err() != nil:
 		return // shutting down: the lease brings it back
 	case err != nil && Classify(err) != ClassFinal:
-		backoff := e.retryBackoff(tries)
+		backoff := e.backoff(t.Effect.Kind, tries)
 		log.Warn("effect failed, will retry", "err", err, "class", Classify(err), "in", backoff)
 		if e.obs != nil {
 			e.obs.Effect(t.Effect.Kind, "retried")

@@ -101,7 +101,8 @@ const (
 	// failure (an anomaly, or the event that says so) and do not try again.
 	ClassFinal ErrorClass = iota
 	// ClassRetryable: transient, nothing happened: perform the same effect
-	// again later (same command id, same req_seq_id).
+	// again later (same command id; the same req_seq_id the same day, a new
+	// attempt dated the new day after midnight, docs/payscore.md §3).
 	ClassRetryable
 	// ClassUncertain: it may have happened: settle by a query before
 	// anything else, then perform the same effect again.

@@ -113,7 +113,7 @@ func newHarness(t testing.TB, st store.Store, tune ...func(*session.Config)) *ha
 	pay, err := payscore.New(payscore.Config{BaseURL: huifu.URL, SysID: "6666000100000000", ProductID: "PAYUN",
 		HuifuID: "6666000100000001", ServiceID: "sandbox-service", NotifyURL: notify.URL,
 		Signer: payscore.NewRSASigner(mk), Verifier: keys.Verifier, HTTPClient: &http.Client{Transport: ptr},
-		MaxAttempts: 1, Timeout: 5 * time.Second})
+		MaxSends: 1, Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

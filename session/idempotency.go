@@ -126,7 +126,8 @@ func (e *Engine) CreateIdempotent(ctx context.Context, c Caller, key string, req
 		switch {
 		case rec.Status != idemInFlight && !rerun(rec.Status):
 			return replay(rec), nil
-		case rec.Status == idemInFlight && e.now().Sub(rec.ExpiresAt.Add(-e.cfg.IdempotencyTTL)) < e.cfg.InFlightTimeout:
+		case rec.Status == idemInFlight && e.now().Sub(rec.ExpiresAt.Add(-e.cfg.IdempotencyTTL)) < e.cfg.InFlightTimeout &&
+			!e.abandoned(rec.Body, e.now().Sub(rec.ExpiresAt.Add(-e.cfg.IdempotencyTTL))):
 			return CreateAnswer{}, Errorf(CodeConflict, "a request with this Idempotency-Key is still being served: retry in a few seconds")
 		}
 		// A temporary failure, or an abandoned attempt: run it again with
@@ -139,7 +140,7 @@ func (e *Engine) CreateIdempotent(ctx context.Context, c Caller, key string, req
 	}
 	// Claim the record for this attempt and fix the id in it before any
 	// payment call is made under that id.
-	if err := e.store.SaveIdempotentResponse(ctx, storeKey, store.IdemRecord{RequestHash: hash, SessionID: id}); err != nil {
+	if err := e.store.SaveIdempotentResponse(ctx, storeKey, store.IdemRecord{RequestHash: hash, SessionID: id, Body: e.inFlightOwner()}); err != nil {
 		return CreateAnswer{}, fmt.Errorf("idempotency record: %w", err)
 	}
 	save := func(status int, body []byte) {

@@ -24,7 +24,7 @@ func TestNewID(t *testing.T) {
 				t.Fatalf("id %q has %q", id, c)
 			}
 		}
-		if rs := payscore.ReqSeqID(id, payscore.StepCreate, 1); rs != "CR0001"+id {
+		if rs := payscore.ReqSeqID(id, payscore.StepCreate, 1, "20261204"); rs != "CR000120261204"+id {
 			t.Fatalf("req_seq_id %q of %q", rs, id)
 		}
 		seen[id], prev = true, id

@@ -220,9 +220,14 @@ func (e *Engine) heardFrom(ctx context.Context, c store.Charger, at time.Time) {
 // order is queried. Applying the same notification twice changes nothing.
 // An error means "not applied": Huifu will send it again.
 func (e *Engine) HandleNotification(ctx context.Context, n payscore.Notification) error {
-	s, err := e.store.SessionByOutOrderNo(ctx, n.OutOrderNo)
+	s, err := e.notifiedSession(ctx, n)
 	if errors.Is(err, store.ErrNotFound) {
-		e.anomaly(ctx, store.Anomaly{Payload: []byte(n.Raw), Reason: fmt.Sprintf("notification for unknown order %q", n.OutOrderNo)})
+		// Acknowledged all the same: refused, Huifu would only send it again.
+		reason := fmt.Sprintf("notification for unknown order %q", n.OutOrderNo)
+		if n.OutOrderNo == "" {
+			reason = fmt.Sprintf("notification without out_order_no (req_seq_id %q)", n.ReqSeqID)
+		}
+		e.anomaly(ctx, store.Anomaly{Payload: []byte(n.Raw), Reason: reason})
 		return nil
 	}
 	if err != nil {
@@ -237,7 +242,7 @@ func (e *Engine) HandleNotification(ctx context.Context, n payscore.Notification
 		// The machine decides whether the user paid it themselves, from
 		// the record it applies to.
 		ev = fsm.Event{Type: fsm.EvPaid, At: now, By: fsm.ByPayScore, AmountFen: n.TransAmt, HfSeqID: n.TransHfSeqID, ReqDate: n.TransReqDate}
-		if n.TransHfSeqID == "" || n.TransReqDate == "" {
+		if n.TransHfSeqID == "" || n.TransReqDate == "" || len(n.Unreadable) > 0 {
 			// Not complete enough to refund from later: let the facts decide.
 			return e.reconcile(ctx, s.ID)
 		}
@@ -247,6 +252,20 @@ func (e *Engine) HandleNotification(ctx context.Context, n payscore.Notification
 	}
 	_, err = e.Apply(ctx, s.ID, ev)
 	return ignoreRefused(err)
+}
+
+// notifiedSession finds a notification's session: by out_order_no, or,
+// without one, by the session our req_seq_id names (payscore.SessionOf).
+// store.ErrNotFound when neither finds one.
+func (e *Engine) notifiedSession(ctx context.Context, n payscore.Notification) (fsm.Session, error) {
+	if n.OutOrderNo != "" {
+		return e.store.SessionByOutOrderNo(ctx, n.OutOrderNo)
+	}
+	id := payscore.SessionOf(n.ReqSeqID)
+	if id == "" {
+		return fsm.Session{}, store.ErrNotFound
+	}
+	return e.store.GetSession(ctx, id)
 }
 
 // ResetPresence marks every charger offline and tells their active

@@ -233,22 +233,17 @@ func (r *Reconciler) match(ctx context.Context, day string, bill []payscore.Bill
 }
 
 // sessionOf finds the session a line we have no record of belongs to, when
-// it can: a refund names its payment (ours?), and our own req_seq_ids carry
-// the session id after their step and attempt (payscore.ReqSeqID).
+// it can: a refund names its payment (ours?), and our own req_seq_ids name
+// their session (payscore.SessionOf).
 func (r *Reconciler) sessionOf(ctx context.Context, h payscore.BillLine, byHf map[string]*ledgerLine) string {
 	if o := byHf[h.OrgHfSeqID]; h.OrgHfSeqID != "" && o != nil {
 		return o.sessionID
 	}
-	id := h.ReqSeqID
-	if len(id) <= 6 || id[2:4] == "ZZ" {
+	id := payscore.SessionOf(h.ReqSeqID)
+	if id == "" {
 		return ""
 	}
-	for _, c := range id[2:6] {
-		if c < '0' || c > '9' {
-			return ""
-		}
-	}
-	if s, err := r.cfg.Store.GetSession(ctx, id[6:]); err == nil {
+	if s, err := r.cfg.Store.GetSession(ctx, id); err == nil {
 		return s.ID
 	}
 	return ""
@@ -292,7 +287,7 @@ func sessionLedger(s fsm.Session) []*ledgerLine {
 	if p.HfSeqID != "" {
 		l := &ledgerLine{kind: payscore.BillDebit, sessionID: s.ID, hfSeqID: p.HfSeqID, day: p.ReqDate, amount: p.PaidFen}
 		if !p.ByUser && p.Debited > 0 {
-			l.reqSeqID = payscore.ReqSeqID(s.ID, payscore.StepDebit, p.Debited)
+			l.reqSeqID = payscore.ReqSeqID(s.ID, payscore.StepDebit, p.Debited, p.ReqDate)
 		}
 		switch {
 		case s.State == fsm.Paid || s.State == fsm.Refunded:
@@ -310,7 +305,7 @@ func sessionLedger(s fsm.Session) []*ledgerLine {
 			no = i + 1
 		}
 		l := &ledgerLine{kind: payscore.BillRefund, sessionID: s.ID, refundID: rf.ID, hfSeqID: rf.HfSeqID,
-			reqSeqID: payscore.ReqSeqID(s.ID, payscore.StepRefund, no), day: payscore.FormatDate(rf.At), amount: rf.AmountFen}
+			reqSeqID: payscore.ReqSeqID(s.ID, payscore.StepRefund, no, payscore.FormatDate(rf.At)), day: payscore.FormatDate(rf.At), amount: rf.AmountFen}
 		switch rf.Status {
 		case fsm.RefundSucceeded:
 			l.status = payscore.TransSucceeded

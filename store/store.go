@@ -109,6 +109,17 @@ type Store interface {
 	// Commit applies a transition atomically (see Commit). Errors:
 	// ErrNotFound (no such session), ErrVersionConflict, ErrInvalid.
 	Commit(ctx context.Context, c Commit) error
+	// Durable returns once every commit made so far for the session can no
+	// longer be lost by a failover of the backing service (docs/service.md
+	// §7): on Redis, once a replica of the primary that holds the session
+	// has acknowledged them, within the adapter's bound (WAIT); a primary
+	// without a connected replica, and bbolt (which fsyncs every commit),
+	// answer at once. ErrUnavailable when the bound passes first: the caller
+	// must not act on those commits yet, nor acknowledge what they recorded,
+	// and tries again later. The engine asks before an effect
+	// fsm.Machine.Durable names and before acknowledging an event
+	// fsm.Machine.DurableEvent names. An unknown session is not an error.
+	Durable(ctx context.Context, sessionID string) error
 	// GetSession returns the stored record. ErrNotFound, ErrCorrupt.
 	GetSession(ctx context.Context, id string) (fsm.Session, error)
 	// History returns the session's history, oldest first. ErrNotFound.

@@ -54,6 +54,12 @@ type Config struct {
 	Logger    *slog.Logger
 	TLSConfig *tls.Config
 	Model, FW string
+	// ReconnectMax is the longest wait between two connection attempts
+	// after a lost connection (paho doubles the wait from 1 s up to it;
+	// default 2 s), and ReconnectJitter the most each attempt is delayed at
+	// random on top (default 500 ms), as firmware does so that a fleet does
+	// not reconnect in step after a broker restart.
+	ReconnectMax, ReconnectJitter time.Duration
 	// StateDir, when set, holds each charger's non-volatile memory as
 	// <StateDir>/<id>.json, read at the first power-up and written on every
 	// change (see nvm.go). Empty: the NVM lives in memory only.
@@ -80,6 +86,8 @@ func New(cfg Config) (*Fleet, error) {
 	cfg.MeterInterval = or(cfg.MeterInterval, 10*time.Second)
 	cfg.PowerW = or(cfg.PowerW, 7040)
 	cfg.TxnResend = or(cfg.TxnResend, 5*time.Second)
+	cfg.ReconnectMax = or(cfg.ReconnectMax, 2*time.Second)
+	cfg.ReconnectJitter = or(cfg.ReconnectJitter, 500*time.Millisecond)
 	cfg.Model, cfg.FW = or(cfg.Model, "chargeflow-sim"), or(cfg.FW, "1.0")
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -208,6 +216,7 @@ type Charger struct {
 	neverStart  bool
 	duplicate   bool
 	skew        time.Duration
+	unreachable atomic.Bool // connection attempts fail (network.go)
 }
 
 func newCharger(cfg Config, s ChargerSpec) *Charger {
@@ -274,7 +283,8 @@ func (c *Charger) PowerOn(ctx context.Context) error {
 		SetOnConnectHandler(func(cl paho.Client) { c.onConnect(p, cl) }).
 		SetConnectionLostHandler(func(paho.Client, error) { p.connected.Store(false) }).
 		SetAutoReconnect(true).SetConnectRetry(true).
-		SetConnectRetryInterval(200 * time.Millisecond).SetMaxReconnectInterval(2 * time.Second).
+		SetConnectRetryInterval(200 * time.Millisecond).SetMaxReconnectInterval(c.cfg.ReconnectMax).
+		SetReconnectingHandler(func(paho.Client, *paho.ClientOptions) { c.reconnectJitter(p) }).
 		SetCustomOpenConnectionFn(func(u *url.URL, o paho.ClientOptions) (net.Conn, error) { return c.dial(p, u) })
 	p.client = paho.NewClient(opts)
 	c.pw = p
@@ -302,6 +312,9 @@ func (c *Charger) PowerOn(ctx context.Context) error {
 func (c *Charger) dial(p *power, u *url.URL) (net.Conn, error) {
 	if p.killed.Load() {
 		return nil, errors.New("sim: charger is dead")
+	}
+	if c.unreachable.Load() {
+		return nil, errors.New("sim: broker unreachable")
 	}
 	d := net.Dialer{Timeout: 5 * time.Second}
 	var conn net.Conn

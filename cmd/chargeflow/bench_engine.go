@@ -362,7 +362,7 @@ func (r *engineRig) session(ctx context.Context, c *sim.Charger, user string) (s
 // the engine: create, confirm (the user), complete, register, debit, query.
 func rawSequence(ctx context.Context, c *payscore.Client, sb *sandbox.Sandbox, id string) error {
 	now := time.Now()
-	created, err := c.CreateOrder(ctx, payscore.CreateOrderRequest{ReqSeqID: payscore.ReqSeqID(id, payscore.StepCreate, 1), ReqDate: now,
+	created, err := c.CreateOrder(ctx, payscore.CreateOrderRequest{ReqSeqID: payscore.ReqSeqID(id, payscore.StepCreate, 1, payscore.FormatDate(now)), ReqDate: now,
 		ServiceIntroduction: "电动汽车充电", RiskFund: payscore.RiskFund{Amount: 5000}, TimeRange: payscore.TimeRange{Start: now.Add(-time.Hour)}, OpenID: "bench-raw"})
 	if err != nil {
 		return fmt.Errorf("create: %w", err)
@@ -374,12 +374,12 @@ func rawSequence(ctx context.Context, c *payscore.Client, sb *sandbox.Sandbox, i
 		TimeRange: payscore.TimeRange{End: now.Add(-time.Minute)}}); err != nil {
 		return fmt.Errorf("complete: %w", err)
 	}
-	reg, err := c.RegisterDeduction(ctx, payscore.RegisterDeductionRequest{ReqSeqID: payscore.ReqSeqID(id, payscore.StepRegister, 1),
+	reg, err := c.RegisterDeduction(ctx, payscore.RegisterDeductionRequest{ReqSeqID: payscore.ReqSeqID(id, payscore.StepRegister, 1, payscore.FormatDate(now)),
 		ReqDate: now, Order: payscore.OrderLocator{OutOrderNo: created.OutOrderNo}})
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
-	if _, err := c.Debit(ctx, payscore.DebitRequest{ReqSeqID: payscore.ReqSeqID(id, payscore.StepDebit, 1), ReqDate: now,
+	if _, err := c.Debit(ctx, payscore.DebitRequest{ReqSeqID: payscore.ReqSeqID(id, payscore.StepDebit, 1, payscore.FormatDate(now)), ReqDate: now,
 		DeductReqSeqID: reg.ReqSeqID, OutTradeNo: reg.OutTradeNo, GoodsDesc: "充电费用", ClientIP: "127.0.0.1"}); err != nil {
 		return fmt.Errorf("debit: %w", err)
 	}

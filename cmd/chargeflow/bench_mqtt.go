@@ -143,6 +143,8 @@ func (r *mqttRig) pump(ctx context.Context, d time.Duration, counter *atomic.Boo
 // subscriber (QoS 1 both ways).
 func benchMQTT(ctx context.Context, b *bench) {
 	b.emitMQTTEmbedded(ctx)
+	b.emitMQTTEmbeddedStore(ctx) // the broker's state kept on disk (bench_mqtt_store.go)
+	b.emitMQTTBurst(ctx)
 	if b.mqttURL == "" {
 		b.skip("mqtt.mosquitto", "no --mqtt (or CHARGEFLOW_MQTT_URL)")
 		return

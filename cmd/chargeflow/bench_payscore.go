@@ -77,7 +77,7 @@ func benchPayScore(ctx context.Context, b *bench) {
 	}
 	client, err := payscore.New(payscore.Config{BaseURL: "http://huifu.invalid", SysID: "6666000100000000", ProductID: "PAYUN",
 		HuifuID: data["huifu_id"], Signer: payscore.NewRSASigner(merchant), Verifier: payscore.NewRSAVerifier(&huifu.PublicKey),
-		HTTPClient: &http.Client{Transport: replayTransport{reply: reply}}, MaxAttempts: 1})
+		HTTPClient: &http.Client{Transport: replayTransport{reply: reply}}, MaxSends: 1})
 	if err != nil {
 		b.fail(name, err)
 		return

@@ -64,9 +64,10 @@ func benchStore(ctx context.Context, b *bench) {
 	b.emitStoreBolt(ctx)
 	if b.redisURL == "" {
 		b.skip("store.redis.commit", "no --redis (or CHARGEFLOW_REDIS_URL)")
-		return
+	} else {
+		b.emitStoreRedis(ctx)
 	}
-	b.emitStoreRedis(ctx)
+	b.emitStoreWait(ctx) // bench_wait.go: the durability policy's cost
 }
 
 func (b *bench) emitStoreBolt(ctx context.Context) {

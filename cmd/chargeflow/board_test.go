@@ -148,6 +148,9 @@ func TestBoardInBrowser(t *testing.T) {
 	// A mark that a reload would wipe.
 	eval(`window.__sameDocument = 'yes'`)
 	until("the chargers", `document.querySelectorAll('#chargers .charger').length === 4 && 'ok'`, 10*time.Second)
+	// The reconciliation panel: the days reconciled so far, or none yet.
+	until("the reconciliation panel", `(document.querySelector('#reconciliations li.day') ||
+		!document.querySelector('#reconciliations-empty').hidden) && 'ok'`, 10*time.Second)
 	until("a failing webhook needs attention", `[...document.querySelectorAll('#attention li .why')].map(e => e.textContent).find(t => /webhook session\.\w+ failing \(\d+ attempts\): HTTP 503/.test(t)) || ''`, 30*time.Second)
 
 	// A session created after the page loaded appears and reaches charging

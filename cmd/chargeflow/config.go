@@ -32,7 +32,8 @@ var settings = []setting{
 	{env: "CHARGEFLOW_PUBLIC_URL", def: "http://localhost:8080", help: "base URL Huifu reaches us at (notify_url = this + /notify/huifu/payscore)"},
 	{env: "CHARGEFLOW_REDIS_URL", secret: true, help: "Redis URL (redis://, rediss://); empty = embedded store"},
 	{env: "CHARGEFLOW_REDIS_PREFIX", def: "chargeflow", help: "key prefix in Redis, so that deployments can share one"},
-	{env: "CHARGEFLOW_DATA_DIR", def: "./data", help: "embedded store directory"},
+	{env: "CHARGEFLOW_REDIS_WAIT_TIMEOUT", def: "200ms", help: "how long a start, debit, refund or charger ack waits for a Redis replica to hold its commit (WAIT); 0 = don't wait"},
+	{env: "CHARGEFLOW_DATA_DIR", def: "./data", help: "embedded store directory (and the embedded broker's state)"},
 	{env: "CHARGEFLOW_MQTT_URL", help: "external broker (tcp://, ssl://, mqtts://); empty = embedded broker"},
 	{env: "CHARGEFLOW_MQTT_USERNAME", help: "chargeflow's own broker account"},
 	{env: "CHARGEFLOW_MQTT_PASSWORD", secret: true, help: "chargeflow's own broker password"},
@@ -73,6 +74,8 @@ type Config struct {
 
 	HTTPAddr, PublicURL            string
 	RedisURL, RedisPrefix, DataDir string
+	// RedisWaitTimeout bounds the durability WAIT (0: the policy is off).
+	RedisWaitTimeout time.Duration
 
 	MQTTURL, MQTTUsername, MQTTPassword, MQTTListen, MQTTPrefix, MQTTShareGroup string
 
@@ -291,6 +294,11 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*C
 		bad("CHARGEFLOW_RECONCILE_AT", "%v", err)
 	} else {
 		c.ReconcileAt, c.ReconcileOn = at, on
+	}
+	if v, err := time.ParseDuration(vals["CHARGEFLOW_REDIS_WAIT_TIMEOUT"]); err != nil || v < 0 || v > 2*time.Second {
+		bad("CHARGEFLOW_REDIS_WAIT_TIMEOUT", "must be a Go duration from 0 (off) to 2s, got %q", vals["CHARGEFLOW_REDIS_WAIT_TIMEOUT"])
+	} else {
+		c.RedisWaitTimeout = v
 	}
 	c.Machine.DebitRetry = nil
 	for _, part := range strings.Split(vals["CHARGEFLOW_DEBIT_RETRY"], ",") {

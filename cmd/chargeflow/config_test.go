@@ -150,3 +150,27 @@ func TestUnknownCommand(t *testing.T) {
 		t.Fatalf("help: %v %q", err, out.String())
 	}
 }
+
+// CHARGEFLOW_REDIS_WAIT_TIMEOUT: 200ms by default, 0 turns the durability
+// wait off, and a value outside 0…2s is refused with its name.
+func TestConfigRedisWaitTimeout(t *testing.T) {
+	for v, want := range map[string]time.Duration{"": 200 * time.Millisecond, "0": 0, "1s": time.Second} {
+		env := prodEnv()
+		if v != "" {
+			env["CHARGEFLOW_REDIS_WAIT_TIMEOUT"] = v
+		}
+		c, err := loadConfig(nil, envOf(env), &bytes.Buffer{})
+		if err != nil {
+			t.Errorf("%q: %v", v, err)
+		} else if c.RedisWaitTimeout != want {
+			t.Errorf("%q: %s, want %s", v, c.RedisWaitTimeout, want)
+		}
+	}
+	for _, v := range []string{"-1s", "3s", "soon"} {
+		env := prodEnv()
+		env["CHARGEFLOW_REDIS_WAIT_TIMEOUT"] = v
+		if _, err := loadConfig(nil, envOf(env), &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), "CHARGEFLOW_REDIS_WAIT_TIMEOUT:") {
+			t.Errorf("%q: %v", v, err)
+		}
+	}
+}

@@ -43,7 +43,8 @@ const usage = `usage: chargeflow <command> [flags]
 commands:
   serve     run the service (serve --dev: everything embedded, zero set-up)
   sim       run simulated chargers against an MQTT broker
-  sandbox   run the Huifu Pay Score sandbox
+  sandbox   run the Huifu Pay Score sandbox (sandbox credentials: the config lines that point at it)
+  payscore  payscore check: the go-live probe against Huifu (create 0.01 yuan, query, cancel)
   bench     run the load scenarios and print figures beside their baselines
   backup    copy the embedded store consistently, while serve runs or not (backup --to FILE)
   version   print the module version, VCS revision and time, and Go version

@@ -46,6 +46,14 @@ var errDifferences = errors.New("the books differ")
 // trade bill with the same settings as serve, prints the report and stores
 // it. Exit 0: no differences; 1: differences; 2: it could not run.
 func runReconcile(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	for _, a := range args {
+		if a == "-h" || a == "--help" || a == "-help" {
+			fmt.Fprintln(stdout, "usage: chargeflow reconcile --date YYYY-MM-DD [--config file] [serve's flags]\n"+
+				"Reconciles that Beijing day's debits and refunds against Huifu's trade bill, prints and stores the report.\n"+
+				"Exit 0: no differences; 1: differences; 2: it could not run. `chargeflow serve --help` lists the settings.")
+			return nil
+		}
+	}
 	date, rest, err := takeFlag(args, "date")
 	if err != nil || date == "" {
 		fmt.Fprintln(stderr, "usage: chargeflow reconcile --date YYYY-MM-DD [--config file] [serve's flags]")
@@ -63,6 +71,9 @@ func runReconcile(ctx context.Context, args []string, getenv func(string) string
 	}
 	log := newLogger(cfg.LogFormat, stderr)
 	st, err := openStore(ctx, cfg, log)
+	if err != nil && cfg.RedisURL == "" {
+		err = fmt.Errorf("%w (the embedded store belongs to one process: stop chargeflow serve first)", err)
+	}
 	if err != nil {
 		return &exitError{2, err}
 	}

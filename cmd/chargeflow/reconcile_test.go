@@ -87,6 +87,12 @@ func TestReconcileAfterChaos(t *testing.T) {
 	victim := s.get(ids[n-1])
 	date := time.Now().In(money.Beijing).Format("2006-01-02")
 	s.stop()
+	// A bill Huifu has not generated yet: the command could not run.
+	sb.HoldBills(true)
+	if code, out := s.reconcileCLI(date); code != 2 || !strings.Contains(out, "not ready") {
+		t.Fatalf("held bill: exit %d\n%s", code, out)
+	}
+	sb.HoldBills(false)
 	code, out := s.reconcileCLI(date)
 	if code != 0 || !strings.Contains(out, "matched — "+fmt.Sprint(n+3)+" matched, 0 differences") {
 		t.Fatalf("reconcile after chaos: exit %d\n%s", code, out)
@@ -120,9 +126,21 @@ func TestReconcileAfterChaos(t *testing.T) {
 	if code, out := s.reconcileCLI("2026-02-30"); code != 2 {
 		t.Fatalf("bad date: exit %d\n%s", code, out)
 	}
+	var help syncBuffer
+	if err := run(context.Background(), []string{"reconcile", "--help"}, s.getenv, &help, &help); err != nil || !strings.Contains(help.String(), "Exit 0") {
+		t.Fatalf("help: %v %s", err, help.String())
+	}
 
+	// Back up with the daily run due since midnight: it reconciles
+	// yesterday (nothing happened then) by itself.
+	s.env["CHARGEFLOW_RECONCILE_AT"] = "00:00"
 	s.start()
 	s.waitCharger("CP-1", true)
+	yesterday := time.Now().In(money.Beijing).AddDate(0, 0, -1).Format("2006-01-02")
+	s.waitFor("the daily run of "+yesterday, func() bool {
+		st, _ := s.do("GET", "/v1/reconciliations/"+yesterday, opsToken, nil)
+		return st == 200
+	})
 	var list struct {
 		Reconciliations []struct {
 			Date        string `json:"date"`
@@ -134,8 +152,9 @@ func TestReconcileAfterChaos(t *testing.T) {
 	if err := json.Unmarshal(s.mustDo("GET", "/v1/reconciliations", opsToken, nil, 200), &list); err != nil {
 		t.Fatal(err)
 	}
-	if len(list.Reconciliations) != 1 || list.Reconciliations[0].Date != date || list.Reconciliations[0].Differences != 1 ||
-		list.Reconciliations[0].Matched != n+2 || list.Reconciliations[0].Status != "differences" {
+	if len(list.Reconciliations) != 2 || list.Reconciliations[0].Date != date || list.Reconciliations[0].Differences != 1 ||
+		list.Reconciliations[0].Matched != n+2 || list.Reconciliations[0].Status != "differences" ||
+		list.Reconciliations[1].Date != yesterday || list.Reconciliations[1].Status != "matched" {
 		t.Fatalf("list %+v", list)
 	}
 	s.mustDo("GET", "/v1/reconciliations", appToken, nil, 403)

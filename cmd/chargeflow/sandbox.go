@@ -20,12 +20,16 @@ func init() { commands["sandbox"] = runSandbox }
 // the keys chargeflow needs (the sandbox generates both pairs) and the URLs
 // of the API and the control API.
 func runSandbox(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "credentials" {
+		return runSandboxCredentials(ctx, args[1:], stdout, stderr)
+	}
 	fs := flag.NewFlagSet("sandbox", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", ":8090", "listen address")
 	autoConfirm := fs.Duration("auto-confirm", 0, "confirm every new order after this delay, as a simulated user (0 = off)")
 	allowCancel := fs.Bool("allow-cancel-after-complete", false, "allow cancel of a completed order while no deduction registration is live")
 	notifyBackoff := fs.Duration("notify-backoff", 5*time.Second, "wait before the first notification re-send (doubles)")
+	serviceID := fs.String("service-id", "", "the only Pay Score service_id create accepts (empty: any)")
 	stateFile := fs.String("state-file", "", "keep orders, payments, the replay cache and the generated keys in this file across restarts (empty = memory only)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -36,6 +40,7 @@ func runSandbox(ctx context.Context, args []string, getenv func(string) string, 
 		AllowCancelAfterComplete: *allowCancel,
 		NotifyBackoff:            *notifyBackoff,
 		StateFile:                *stateFile,
+		ServiceID:                *serviceID,
 		Logger:                   log,
 	})
 	if err != nil {

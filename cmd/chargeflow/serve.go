@@ -175,7 +175,7 @@ func (a *app) start(ctx context.Context) error {
 		}
 		bc := charger.EmbeddedConfig{ListenAddr: listenAddr, Prefix: cfg.MQTTPrefix,
 			ServiceUsername: cfg.MQTTUsername, ServicePassword: cfg.MQTTPassword, Credentials: session.Credentials(st),
-			Logger: a.log.With("component", "broker")}
+			StorePath: brokerStorePath(cfg), Logger: a.log.With("component", "broker")}
 		if err := a.embeddedTLS(&bc); err != nil {
 			return err
 		}

@@ -133,7 +133,7 @@ func newStackWith(t *testing.T, backend string, chargers int, bin string, env ..
 			s.env["CHARGEFLOW_REDIS_URL"] = testenv.Redis(t)
 		}
 		s.env["CHARGEFLOW_REDIS_PREFIX"] = ns
-		if s.env["CHARGEFLOW_MQTT_URL"] == "" { // a broker's TLS listener may be given in env
+		if s.env["CHARGEFLOW_MQTT_URL"] == "" { // a broker's TLS listener, or a broker the test restarts, may be given in env
 			s.env["CHARGEFLOW_MQTT_URL"] = testenv.MQTT(t)
 		}
 		s.env["CHARGEFLOW_MQTT_PREFIX"] = s.prefix

@@ -46,6 +46,18 @@ func TestTLSSession(t *testing.T) {
 				p := testenv.MosquittoTLSProcess(t, sc, "")
 				tlsURL = p.TLSURL
 				s = newStackWith(t, "external", 0, "", "CHARGEFLOW_MQTT_URL", tlsURL, "CHARGEFLOW_MQTT_CA_FILE", ca.CertFile)
+				// chargeflow trusting another CA does not start, and says what to check.
+				env := map[string]string{}
+				for k, v := range s.env {
+					env[k] = v
+				}
+				env["CHARGEFLOW_MQTT_CA_FILE"] = testenv.NewCA(t, "not the broker's").CertFile
+				env["CHARGEFLOW_HTTP_ADDR"] = fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+				env["CHARGEFLOW_INSTANCE_ID"] = "tls-wrong-ca"
+				err := run(context.Background(), []string{"serve"}, envOf(env), &bytes.Buffer{}, &bytes.Buffer{})
+				if err == nil || !charger.IsCertificateError(err) || !strings.Contains(err.Error(), "CHARGEFLOW_MQTT_CA_FILE must hold the CA") {
+					t.Fatalf("serve trusting the wrong CA: %v", err)
+				}
 			}
 			s.mustDo("PUT", "/v1/chargers/CP-1", opsToken, map[string]any{"connectors": []int{1}, "tariff_id": "default", "password": simPW}, 200)
 			s.mustDo("PUT", "/v1/chargers/CP-BAD", opsToken, map[string]any{"connectors": []int{1}, "tariff_id": "default", "password": simPW}, 200)

@@ -16,7 +16,11 @@ import (
 // the variable.
 func openStore(ctx context.Context, cfg *Config, log *slog.Logger) (store.Store, error) {
 	if cfg.RedisURL != "" {
-		rs, err := redisstore.New(ctx, cfg.RedisURL, redisstore.Options{Prefix: cfg.RedisPrefix, Logger: log.With("component", "store")})
+		wait := cfg.RedisWaitTimeout
+		if wait == 0 {
+			wait = -1 // the durability policy is off (docs/operations.md)
+		}
+		rs, err := redisstore.New(ctx, cfg.RedisURL, redisstore.Options{Prefix: cfg.RedisPrefix, WaitTimeout: wait, Logger: log.With("component", "store")})
 		if err != nil {
 			return nil, fmt.Errorf("CHARGEFLOW_REDIS_URL: %w", err)
 		}

@@ -1,6 +1,6 @@
 package sandbox
 
-// The trade bill (docs/payscore.md §9): the sandbox answers the bill query
+// The trade bill (docs/payscore.md §11): the sandbox answers the bill query
 // with one zipped CSV of its own ledger for the day — every payment
 // (payscorepay debits and users' own payments) and every refund, by
 // req_seq_id / hf_seq_id, amount and status — served at

@@ -12,6 +12,9 @@ import (
 	"github.com/chargeflow/chargeflow/payscore"
 )
 
+// unknownCode is a resp_code the profile does not know (FaultUnknownCode).
+const unknownCode = "31000001"
+
 // maxRequestBody caps a request read into memory.
 const maxRequestBody = 1 << 20
 
@@ -33,6 +36,7 @@ func (s *Sandbox) routes() *http.ServeMux {
 	mux.HandleFunc("POST /_sandbox/faults/notifications", s.handleNotificationFaults)
 	mux.HandleFunc("POST /_sandbox/auto-confirm", s.handleAutoConfirm)
 	s.billRoutes(mux)
+	mux.HandleFunc("POST /_sandbox/reply-style", s.handleReplyStyle)
 	return mux
 }
 
@@ -53,6 +57,9 @@ func (s *Sandbox) api(path string, op func(*Sandbox, map[string]string) (reply, 
 		case FaultRefuse:
 			s.writeReply(w, fail(payscore.CodeRisk, "RULE_LIMIT", "风控拒绝"), "")
 			return
+		case FaultChannelBusy:
+			s.writeReply(w, fail(payscore.CodeChannelBusy, "", "通道异常，请稍后重试"), "")
+			return
 		}
 		rep := s.execute(path, op, r)
 		switch fault {
@@ -60,8 +67,10 @@ func (s *Sandbox) api(path string, op func(*Sandbox, map[string]string) (reply, 
 			http.Error(w, "bad gateway", http.StatusBadGateway)
 		case FaultLostReply:
 			s.hang(r)
+		case FaultUnknownCode:
+			s.writeReply(w, fail(unknownCode, "", "未知应答"), "")
 		default:
-			s.writeReply(w, rep, fault)
+			s.writeReply(w, s.styled(path, rep), fault)
 		}
 	}
 }
@@ -117,6 +126,12 @@ func (s *Sandbox) execute(path string, op func(*Sandbox, map[string]string) (rep
 	if err := s.verifier.Verify(canon, sign); err != nil {
 		return paramError("验签失败")
 	}
+	s.mu.Lock()
+	inspect := s.inspect
+	s.mu.Unlock()
+	if inspect != nil {
+		inspect(path, canon)
+	}
 	var raw map[string]any
 	_ = json.Unmarshal(canon, &raw)
 	d := make(map[string]string, len(raw))
@@ -132,6 +147,9 @@ func (s *Sandbox) execute(path string, op func(*Sandbox, map[string]string) (rep
 	if (s.opts.SysID != "" && sysID != s.opts.SysID) || (s.opts.ProductID != "" && productID != s.opts.ProductID) ||
 		(s.opts.HuifuID != "" && d["huifu_id"] != "" && d["huifu_id"] != s.opts.HuifuID) {
 		return fail(payscore.CodeMerchantConfig, "", "商户配置错误")
+	}
+	if r := s.checkReqDate(d); r != nil {
+		return r
 	}
 	// Canonical data without the empty values is the request's identity.
 	ident, _ := payscore.CanonicalJSON(d)
@@ -153,7 +171,7 @@ func (s *Sandbox) execute(path string, op func(*Sandbox, map[string]string) (rep
 		s.seen[key] = &seenRequest{path: path, data: string(ident), reply: rep}
 	}
 	// Durable before the reply or a notification leaves (Options.StateFile).
-	if key != "" || (path != payscore.PathQueryOrder && path != payscore.PathQueryDeduction) {
+	if key != "" || (path != payscore.PathQueryOrder && path != payscore.PathQueryDeduction && path != payscore.PathQueryRefund) {
 		s.saveLocked()
 	}
 	s.sendLocked(notes)
@@ -162,7 +180,7 @@ func (s *Sandbox) execute(path string, op func(*Sandbox, map[string]string) (rep
 
 // writeReply signs rep and writes {"data":…,"sign":…}; the unsigned and
 // bad-signature faults break that on purpose.
-func (s *Sandbox) writeReply(w http.ResponseWriter, rep reply, fault FaultKind) {
+func (s *Sandbox) writeReply(w http.ResponseWriter, rep any, fault FaultKind) {
 	data, err := payscore.CanonicalJSON(rep)
 	if err != nil {
 		http.Error(w, "internal error", http.StatusInternalServerError)
@@ -204,10 +222,15 @@ func writeProblem(w http.ResponseWriter, status int, detail string) {
 }
 
 func (s *Sandbox) handleKeys(w http.ResponseWriter, r *http.Request) {
+	c := s.Credentials()
 	writeJSON(w, http.StatusOK, map[string]string{
 		"huifu_public_key":     s.PublicKey(),
 		"merchant_public_key":  s.MerchantPublicKey(),
 		"merchant_private_key": s.MerchantPrivateKey(),
+		"sys_id":               c.SysID,
+		"product_id":           c.ProductID,
+		"huifu_id":             c.HuifuID,
+		"service_id":           c.ServiceID,
 	})
 }
 

@@ -184,6 +184,9 @@ func (s *Sandbox) create(d map[string]string) (reply, []note) {
 	if !validDate(d["req_date"]) {
 		return paramError("req_date 格式错误"), nil
 	}
+	if r := s.checkServiceID(d["service_id"]); r != nil {
+		return r, nil
+	}
 	if utf8.RuneCountInString(d["service_introduction"]) > 20 {
 		return paramError("service_introduction 不能超过20字"), nil
 	}
@@ -456,6 +459,9 @@ func (s *Sandbox) debit(d map[string]string) (reply, []note) {
 	}
 	var g *registration
 	switch {
+	case d["deduct_req_seq_id"] != "" && d["deduct_hf_seq_id"] != "":
+		// The two are alternatives (docs/payscore.md §3): one locator only.
+		return paramError("deduct_req_seq_id/deduct_hf_seq_id 只能填其一"), nil
 	case d["deduct_req_seq_id"] != "":
 		g = s.regsByReq[d["deduct_req_seq_id"]]
 	case d["deduct_hf_seq_id"] != "":
@@ -696,4 +702,5 @@ var operations = map[string]func(*Sandbox, map[string]string) (reply, []note){
 	payscore.PathQueryDeduction:    (*Sandbox).queryDeduction,
 	payscore.PathDebit:             (*Sandbox).debit,
 	payscore.PathRefund:            (*Sandbox).refund,
+	payscore.PathQueryRefund:       (*Sandbox).queryRefund,
 }

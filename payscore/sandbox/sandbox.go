@@ -47,6 +47,10 @@ type Options struct {
 
 	// When set, requests must carry these identities (else 10000000/22000002).
 	SysID, ProductID, HuifuID string
+	// ServiceID, when set, is the only Pay Score service_id create accepts
+	// (another one, or none, is refused with 10000000 as WeChat refuses a
+	// service id the merchant does not own). ClientConfig configures it.
+	ServiceID string
 
 	// Now is the sandbox's clock (default time.Now). Rules such as
 	// end_time ≤ call time and the 24 h registration life read it.
@@ -118,6 +122,8 @@ type Sandbox struct {
 	deliveries  []*Delivery
 	billEdits   map[string][]BillEdit // by day (bill.go)
 	billsHeld   bool
+	style       ReplyStyle           // how query replies are written (replystyle.go)
+	inspect     func(string, []byte) // sees each verified request's data (Inspect)
 }
 
 // New starts a sandbox.
@@ -278,10 +284,10 @@ func (s *Sandbox) ClientConfig(baseURL string) (payscore.Config, error) {
 	}
 	return payscore.Config{
 		BaseURL:   baseURL,
-		SysID:     firstNonEmpty(s.opts.SysID, "6666000100000000"),
-		ProductID: firstNonEmpty(s.opts.ProductID, "PAYUN"),
-		HuifuID:   firstNonEmpty(s.opts.HuifuID, "6666000100000001"),
-		ServiceID: "sandbox-service",
+		SysID:     firstNonEmpty(s.opts.SysID, defaultSysID),
+		ProductID: firstNonEmpty(s.opts.ProductID, defaultProductID),
+		HuifuID:   firstNonEmpty(s.opts.HuifuID, defaultHuifuID),
+		ServiceID: firstNonEmpty(s.opts.ServiceID, DefaultServiceID),
 		Signer:    payscore.NewRSASigner(priv),
 		Verifier:  payscore.NewRSAVerifier(pub),
 	}, nil
@@ -305,11 +311,18 @@ const (
 	// risk control), not executed: what WeChat says to a user it will not
 	// serve.
 	FaultRefuse FaultKind = "refuse"
+	// FaultChannelBusy answers a signed 91111119 (通道异常，请稍后重试), not
+	// executed: transient, to be retried.
+	FaultChannelBusy FaultKind = "channel_busy"
+	// FaultUnknownCode executes, then answers a signed resp_code no profile
+	// knows: the client must take it as uncertain and settle by query.
+	FaultUnknownCode FaultKind = "unknown_code"
 )
 
 func (k FaultKind) valid() bool {
 	switch k {
-	case Fault5xx, FaultTimeout, FaultSystemError, FaultExecuted5xx, FaultLostReply, FaultUnsigned, FaultBadSignature, FaultRefuse:
+	case Fault5xx, FaultTimeout, FaultSystemError, FaultExecuted5xx, FaultLostReply, FaultUnsigned, FaultBadSignature, FaultRefuse,
+		FaultChannelBusy, FaultUnknownCode:
 		return true
 	}
 	return false

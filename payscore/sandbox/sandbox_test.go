@@ -86,7 +86,8 @@ func post(t *testing.T, sb *sandbox.Sandbox, url, body string) map[string]string
 // by hand. The Go SDK keeps "" values and its body escapes '&' as \u0026;
 // the PHP/Python SDKs drop "" values. Both verify; a flipped byte does not.
 func TestSDKStyleRequests(t *testing.T) {
-	sb, srv := start(t, sandbox.Options{})
+	// The requests below are dated 2025-06-01: so is the sandbox's today.
+	sb, srv := start(t, sandbox.Options{Now: func() time.Time { return time.Date(2025, 6, 1, 10, 0, 0, 0, payscore.Beijing) }})
 	url := srv.URL + payscore.PathCreateOrder
 
 	// Go SDK: the signed string keeps "" values, sorted, nothing escaped...

@@ -188,6 +188,18 @@ func (s *Store) Ping(ctx context.Context) error {
 	return s.view(ctx, func(tx *bolt.Tx) error { return nil })
 }
 
+// Durable implements store.Store: every commit is fsynced before it
+// returns, and there is no replica to promote, so a commit made is durable.
+func (s *Store) Durable(ctx context.Context, sessionID string) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if s.isClosed() {
+		return store.ErrClosed
+	}
+	return nil
+}
+
 func (s *Store) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -21,7 +21,7 @@ const (
 	KindReadOnly    = "readonly"     // READONLY: a write reached a replica
 	KindClusterDown = "cluster_down" // CLUSTERDOWN, MASTERDOWN: no primary serves that data now
 	KindLoading     = "loading"      // LOADING: a restarted server is loading its data
-	KindNoReplicas  = "noreplicas"   // NOREPLICAS: fewer replicas than min-replicas-to-write
+	KindNoReplicas  = "noreplicas"   // NOREPLICAS (fewer replicas than min-replicas-to-write), or a durability WAIT no replica answered in time
 	KindTimeout     = "timeout"      // no answer in time (a read or dial timeout, a deadline, no free connection)
 	KindConnection  = "connection"   // refused, reset, closed by the server
 	KindOther       = "other"        // anything else Redis or the client said
@@ -53,7 +53,7 @@ func ErrorKind(err error) string {
 		return KindClusterDown
 	case redis.IsLoadingError(err):
 		return KindLoading
-	case redis.IsNoReplicasError(err):
+	case redis.IsNoReplicasError(err), errors.Is(err, errNoReplica):
 		return KindNoReplicas
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, redis.ErrPoolTimeout), isNetTimeout(err):
 		return KindTimeout

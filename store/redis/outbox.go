@@ -27,6 +27,7 @@ func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease ti
 	if err := s.sweepGone(ctx, nowMs); err != nil {
 		return nil, err
 	}
+	s.reindexStep(ctx) // reindex.go: at most one bounded step every ReindexEvery
 	entries, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.dueKey(), Start: "-inf", Stop: strconv.FormatInt(nowMs, 10),
 		ByScore: true, Count: int64(4 * max)}).Result()
 	if err != nil {

@@ -90,7 +90,9 @@
 // the creation, the commit and the session reads and lists; outbox.go
 // claims, settling and leases; idempotency.go the Idempotency-Key records
 // and processed marks; registry.go chargers, tariffs and anomalies;
-// feed.go the change feed; scripts.go the Lua scripts.
+// feed.go the change feed; scripts.go the Lua scripts; durable.go the
+// durability policy (Durable, WAIT); reindex.go the re-index sweep that finds
+// outbox tasks a lost write left out of P:{due}.
 package redisstore
 
 import (
@@ -104,6 +106,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -132,6 +135,12 @@ type Options struct {
 	// GoneGrace is how long an outbox index entry without a task is kept
 	// before it is dropped. Default 30s.
 	GoneGrace time.Duration
+	// WaitTimeout bounds the WAIT of Durable (durable.go). Default
+	// DefaultWaitTimeout; negative turns the durability policy off.
+	WaitTimeout time.Duration
+	// ReindexEvery is how often Claim takes one bounded step of the
+	// re-index sweep (reindex.go). Default DefaultReindexEvery.
+	ReindexEvery time.Duration
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -155,6 +164,12 @@ func (o *Options) defaults() {
 	if o.GoneGrace <= 0 {
 		o.GoneGrace = 30 * time.Second
 	}
+	if o.WaitTimeout == 0 {
+		o.WaitTimeout = DefaultWaitTimeout
+	}
+	if o.ReindexEvery <= 0 {
+		o.ReindexEvery = DefaultReindexEvery
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -169,6 +184,10 @@ type Store struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	replicas replicaCounts                // durable.go
+	observe  atomic.Pointer[func(string)] // ObserveErrors's fn
+	reindex  reindexer                    // reindex.go
 }
 
 var _ store.Store = (*Store)(nil)

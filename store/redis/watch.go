@@ -118,6 +118,7 @@ func (s *Store) followTopology() {
 // elsewhere. fn must be quick and safe for concurrent use. Call it once;
 // metrics.WatchStore calls it when it watches this store.
 func (s *Store) ObserveErrors(fn func(kind string)) {
+	s.observe.Store(&fn) // Durable's own noreplicas
 	hookNodes(s.c, errorHook{onErr: func(err error) {
 		if k := ErrorKind(err); k != "" {
 			fn(k)

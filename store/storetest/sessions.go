@@ -110,6 +110,9 @@ func testCommit(e *env) {
 	if got.Version != 2 || got.State != fsm.UserConfirmed {
 		t.Fatalf("after commit: %+v", got)
 	}
+	// with no replica to wait for, a commit is as durable as it gets at once
+	must(t, e.s.Durable(e.ctx, "s1"))
+	must(t, e.s.Durable(e.ctx, "no-such-session"))
 	_, err = e.move(s2, fsm.Charging, T0.Add(3*time.Second))
 	must(t, err)
 	h, err := e.s.History(e.ctx, "s1")
