@@ -193,8 +193,9 @@ type Stats struct {
 	Sessions map[fsm.State]int `json:"sessions"`
 	Total    int               `json:"total"`
 	// Active counts sessions occupying a connector.
-	Active int         `json:"active"`
-	Outbox OutboxStats `json:"outbox"`
+	Active   int           `json:"active"`
+	Outbox   OutboxStats   `json:"outbox"`
+	Webhooks WebhookCounts `json:"webhooks"`
 }
 
 // OutboxStats describes the engine's pending work.
@@ -216,7 +217,13 @@ func (s *server) handleStats() http.HandlerFunc {
 			Error(w, r, err)
 			return
 		}
-		st := Stats{Sessions: map[fsm.State]int{}, Outbox: OutboxStats{Pending: ob.Pending, DueNow: ob.DueNow}}
+		wh, err := s.store.DeliveryStats(r.Context())
+		if err != nil {
+			Error(w, r, err)
+			return
+		}
+		st := Stats{Sessions: map[fsm.State]int{}, Outbox: OutboxStats{Pending: ob.Pending, DueNow: ob.DueNow},
+			Webhooks: WebhookCounts{Pending: wh.Pending, Failed: wh.Failed}}
 		if !ob.OldestDue.IsZero() {
 			t := ob.OldestDue.UTC()
 			st.Outbox.OldestDue = &t

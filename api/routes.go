@@ -54,6 +54,8 @@ func (s *server) routes() {
 		r.Get("/v1/reconciliations", s.handleListReconciliations())
 		r.Get("/v1/reconciliations/{date}", s.handleGetReconciliation())
 		r.Get("/v1/stats", s.handleStats())
+		r.Get("/v1/webhooks/deliveries", s.handleListDeliveries())
+		r.Post("/v1/webhooks/deliveries/{id}/retry", s.handleRetryDelivery())
 	})
 
 	// The operators' live feed: a long-lived stream (see events.go). It

@@ -136,11 +136,7 @@ func (l *PahoLink) Start(ctx context.Context, h Handler) error {
 
 // onConnect runs (on its own goroutine) after every connect and reconnect.
 func (l *PahoLink) onConnect(c paho.Client) {
-	up := l.topics.UpFilter()
-	if l.cfg.ShareGroup != "" {
-		up = "$share/" + l.cfg.ShareGroup + "/" + up
-	}
-	filters := map[string]byte{l.topics.StateFilter(): 1, up: 1}
+	filters := map[string]byte{l.topics.StateFilter(): 1, l.upFilter(): 1}
 	tok := c.SubscribeMultiple(filters, nil) // nil: the default handler routes
 	if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
 		l.log.Error("subscribe failed", "err", tok.Error())
@@ -153,6 +149,15 @@ func (l *PahoLink) onConnect(c paho.Client) {
 		}
 	}
 	l.subOnce.Do(func() { close(l.subscribed) })
+}
+
+// upFilter is the subscription of the chargers' up topics, in the share
+// group when there is one.
+func (l *PahoLink) upFilter() string {
+	if l.cfg.ShareGroup != "" {
+		return "$share/" + l.cfg.ShareGroup + "/" + l.topics.UpFilter()
+	}
+	return l.topics.UpFilter()
 }
 
 // onMessage runs on paho's router goroutine, in arrival order. It must not
@@ -204,6 +209,12 @@ func (l *PahoLink) publish(ctx context.Context, cp, topic string, payload []byte
 // Close stops the handlers (waiting for calls in progress; ctx given to
 // them is cancelled), then disconnects. Unhandled messages stay with the
 // broker's session for the next start with this ClientID. Idempotent.
+//
+// In a share group it first leaves the group (unsubscribes): Mosquitto goes
+// on giving a disconnected persistent member its share of the group's
+// messages, and an instance that never comes back under this ClientID (a
+// replaced Kubernetes pod) would take them with it. The other members get
+// them instead; a restart under the same ClientID subscribes again.
 func (l *PahoLink) Close() error {
 	l.mu.Lock()
 	if l.closed {
@@ -213,6 +224,11 @@ func (l *PahoLink) Close() error {
 	l.closed = true
 	client, d := l.client, l.disp
 	l.mu.Unlock()
+	if client != nil && l.cfg.ShareGroup != "" && client.IsConnectionOpen() {
+		if tok := client.Unsubscribe(l.upFilter(), l.topics.StateFilter()); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			l.log.Warn("leave the share group", "err", tok.Error())
+		}
+	}
 	if d != nil {
 		d.stop()
 	}

@@ -1,6 +1,9 @@
 package fsm
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // TestResendOnline: a charger whose state comes back online gets every
 // unanswered command again, with its own cmd_id, deadline and limit,
@@ -31,4 +34,21 @@ func TestResendOnline(t *testing.T) {
 			t.Fatalf("re-sent stop %+v, flags %v", stop, b.s.Flags)
 		}
 	})
+}
+
+// TestStopResendBound: a stop the charger never answers is wanted while the
+// session runs, and once it is over for StopResendFor after it was asked.
+func TestStopResendBound(t *testing.T) {
+	b := sessionIn(t, Charging)
+	r := b.apply(Event{Type: EvClose, By: Operator("alice"), Reason: "stuck"}) // nothing delivered: cancelled, stop sent
+	stop := lastEffect(t, r, EffSendStop)
+	if !b.s.State.Terminal() {
+		t.Fatalf("state %s", b.s.State)
+	}
+	if ok, why := b.m.Wants(b.s, stop, b.at.Add(StopResendFor-time.Minute)); !ok {
+		t.Fatalf("stop not wanted within the bound: %s", why)
+	}
+	if ok, _ := b.m.Wants(b.s, stop, b.at.Add(StopResendFor+time.Minute)); ok {
+		t.Fatal("stop still wanted a day after a finished session asked for it")
+	}
 }

@@ -2,6 +2,12 @@ package fsm
 
 import "time"
 
+// StopResendFor bounds the re-sending of a stop the charger never answered
+// once its session is over: past the longest session a broker keeps for an
+// offline charger (24 h), the charger is gone, and a charger that comes back
+// later has no running session of this one after its reboot.
+const StopResendFor = 24 * time.Hour
+
 // Wants reports whether session s still wants effect eff performed at now,
 // and when not, why. It is the outbox workers' one question, asked with the
 // record they have just loaded, so an entry performed late or twice (after a
@@ -10,7 +16,8 @@ import "time"
 //   - send_start: while user_confirmed with this cmd_id, unanswered, and not
 //     after the command's deadline (invariant 1; a stale start never reaches
 //     a charger: the start timeout settles the session);
-//   - send_stop: until the charger has answered this stop;
+//   - send_stop: until the charger has answered this stop (or, once the
+//     session is over, for StopResendFor after the stop was asked);
 //   - cancel_order: while cancelled;
 //   - complete_order: while stopping and not yet completed;
 //   - register_deduction: while this deduction's registration is awaited;
@@ -37,6 +44,9 @@ func (m *Machine) Wants(s Session, eff Effect, now time.Time) (bool, string) {
 	case EffSendStop:
 		if n := s.stopNumber(eff.CmdID); n > 0 && n <= s.StopsAnswered {
 			return false, "the charger answered the stop"
+		}
+		if s.State.Terminal() && !s.StopSentAt.IsZero() && now.Sub(s.StopSentAt) > StopResendFor {
+			return false, "the charger has been silent since the stop for longer than any broker keeps its session"
 		}
 	case EffCancelOrder:
 		if s.State != Cancelled {

@@ -64,6 +64,8 @@ type Metrics struct {
 	storeErrors  *prometheus.CounterVec   // kind
 	resent       *prometheus.CounterVec   // type, why (commands.go)
 	storeWatched atomic.Bool
+
+	webhooksWatched atomic.Bool
 }
 
 // New returns the metrics with a fresh registry holding them and the Go

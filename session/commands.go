@@ -145,7 +145,8 @@ func (e *Engine) Create(ctx context.Context, id string, req CreateRequest) (fsm.
 	if err != nil {
 		return fsm.Session{}, err
 	}
-	err = e.store.CreateSession(ctx, store.Commit{Session: r.Session, History: r.History, Effects: r.Effects, Publish: true, ChangeData: data})
+	err = e.store.CreateSession(ctx, store.Commit{Session: r.Session, History: r.History, Effects: r.Effects, Publish: true, ChangeData: data,
+		Webhooks: e.webhookEvents(id, 1, fsm.Event{Type: fsm.EvCreate, At: now}, r, data)})
 	if errors.Is(err, store.ErrConnectorBusy) {
 		// Lost a race for the connector: the order must not stay open.
 		if cerr := e.pay.CancelOrder(ctx, payscore.CancelOrderRequest{Order: payscore.OrderLocator{OutOrderNo: order.OutOrderNo}, Reason: "connector busy"}); cerr != nil {

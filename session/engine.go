@@ -88,6 +88,9 @@ type Config struct {
 	InFlightTimeout time.Duration
 	// ResendEvery: see DefaultResendEvery.
 	ResendEvery time.Duration
+	// Webhooks: every transition and refund outcome is also queued as a
+	// webhook event with its commit (webhooks.go).
+	Webhooks bool
 }
 
 func (c *Config) defaults() {
@@ -220,6 +223,7 @@ func (e *Engine) apply(ctx context.Context, id string, ev fsm.Event, src source)
 				return fsm.Result{}, err
 			}
 		}
+		c.Webhooks = e.webhookEvents(s.ID, s.Version+1, ev, r, c.ChangeData)
 		err = e.store.Commit(ctx, c)
 		if errors.Is(err, store.ErrVersionConflict) {
 			continue

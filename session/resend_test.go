@@ -7,6 +7,7 @@ import (
 
 	"github.com/chargeflow/chargeflow/charger"
 	"github.com/chargeflow/chargeflow/fsm"
+	"github.com/chargeflow/chargeflow/store"
 )
 
 // TestResendUnanswered: a start or stop the charger has not answered is
@@ -14,6 +15,10 @@ import (
 // the charger's state comes back online (though the session never saw it
 // offline), until the charger answers or the start's deadline passes.
 func TestResendUnanswered(t *testing.T) {
+	stores(t, func(t *testing.T, st store.Store) { testResendUnanswered(t, st) })
+}
+
+func testResendUnanswered(t *testing.T, st store.Store) {
 	online := func(h *harness, cp string) {
 		t.Helper()
 		payload, _ := json.Marshal(charger.StateMsg{Online: true, BootID: "boot-1", TS: h.now()})
@@ -35,7 +40,7 @@ func TestResendUnanswered(t *testing.T) {
 	}
 
 	t.Run("start", func(t *testing.T) {
-		h := newHarness(t, boltStore(t))
+		h := newHarness(t, st)
 		s := h.confirmed("CP1")
 		h.drain()
 		sameIDs(t, h.cmd.sent(s.ID, charger.CmdStart), 1, s.StartCmdID)
@@ -55,12 +60,12 @@ func TestResendUnanswered(t *testing.T) {
 	})
 
 	t.Run("start past its deadline", func(t *testing.T) {
-		h := newHarness(t, boltStore(t))
-		s := h.confirmed("CP1")
+		h := newHarness(t, st)
+		s := h.confirmed("CP2")
 		h.drain()
 		h.ahead.Add(int64(fsm.DefaultConfig().StartTimeout + time.Second))
 		h.drain()
-		online(h, "CP1")
+		online(h, "CP2")
 		h.drain()
 		sameIDs(t, h.cmd.sent(s.ID, charger.CmdStart), 1, s.StartCmdID)
 		if got := h.get(s.ID); got.State != fsm.Cancelled || got.CancelReason != fsm.ReasonChargerNeverStarted {
@@ -69,8 +74,8 @@ func TestResendUnanswered(t *testing.T) {
 	})
 
 	t.Run("stop", func(t *testing.T) {
-		h := newHarness(t, boltStore(t))
-		s := h.charging("CP1")
+		h := newHarness(t, st)
+		s := h.charging("CP3")
 		h.drain()
 		if _, err := h.eng.Stop(bg, s.ID, fsm.ByApp); err != nil {
 			t.Fatal(err)
@@ -78,7 +83,7 @@ func TestResendUnanswered(t *testing.T) {
 		h.drain()
 		stopID := fsm.StopCmdID(s.ID, 1)
 		sameIDs(t, h.cmd.sent(s.ID, charger.CmdStop), 1, stopID)
-		online(h, "CP1")
+		online(h, "CP3")
 		h.drain()
 		sameIDs(t, h.cmd.sent(s.ID, charger.CmdStop), 2, stopID)
 		h.ahead.Add(int64(10 * time.Second))

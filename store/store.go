@@ -227,6 +227,9 @@ type Store interface {
 	// ListReconciliations returns up to limit reports (1..MaxReconciliations),
 	// newest date first.
 	ListReconciliations(ctx context.Context, limit int) ([]Reconciliation, error)
+
+	// Webhooks: the webhook events and their delivery log (webhooks.go).
+	Webhooks
 }
 
 // Commit is one transition: the new record, its history and effects.
@@ -248,6 +251,10 @@ type Commit struct {
 	// session view) to the feed.
 	Publish    bool
 	ChangeData []byte
+	// Webhooks are events for the webhook receiver, queued for delivery in
+	// the same step (see Webhooks); the n-th must have the id
+	// EventID(session, ExpectedVersion+1, n, nonce).
+	Webhooks []WebhookEvent
 }
 
 // Filter selects sessions for ListSessions. Empty fields match everything.

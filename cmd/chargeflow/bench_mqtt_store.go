@@ -99,7 +99,7 @@ func (b *bench) emitMQTTEmbeddedStore(ctx context.Context) {
 		b.fail(name, err)
 		return
 	}
-	b.emit(benchRow{Scenario: name, Figure: float64(n) / d.Seconds(), Unit: "msgs/s to Handler, state on disk", Ops: n,
+	b.emit(benchRow{Scenario: name, Figure: float64(n) / d.Seconds(), Unit: "msgs/s, state on disk", Ops: n,
 		Baseline: float64(memN) / memT.Seconds(), BaselineUnit: "msgs/s, state in memory", BaselineOps: memN,
 		Notes: fmt.Sprintf("%d publishers, QoS 1 meter samples; bbolt storage hook", mqttPublishers)})
 }
@@ -187,7 +187,7 @@ func (b *bench) emitMQTTBurst(ctx context.Context) {
 		b.fail(name, err)
 		return
 	}
-	b.emit(benchRow{Scenario: name, Figure: float64(n) / d.Seconds(), Unit: "commands/s delivered, state on disk", Ops: n,
-		Baseline: float64(memN) / memT.Seconds(), BaselineUnit: "commands/s, state in memory", BaselineOps: memN,
+	b.emit(benchRow{Scenario: name, Figure: float64(n) / d.Seconds(), Unit: "cmds/s, state on disk", Ops: n,
+		Baseline: float64(memN) / memT.Seconds(), BaselineUnit: "cmds/s, state in memory", BaselineOps: memN,
 		Notes: fmt.Sprintf("%d chargers, bursts of %d QoS 1 commands each; bbolt storage hook", burstChargers, 50)})
 }

@@ -36,7 +36,14 @@ func TestBoardInBrowser(t *testing.T) {
 	if _, err := os.Stat(chromiumPath); err != nil {
 		t.Fatalf("the board's browser test needs Debian's chromium at %s (.ci/run installs it; by hand: apt-get update && apt-get install -y chromium): %v", chromiumPath, err)
 	}
-	base := startDevServe(t)
+	// A webhook receiver that refuses everything: its failing deliveries
+	// show under "Needs attention".
+	refuser := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+	}))
+	defer refuser.Close()
+	base := startDevServe(t, "CHARGEFLOW_WEBHOOK_URL", refuser.URL, "CHARGEFLOW_WEBHOOK_SECRET", "whsec-board-0123456789",
+		"CHARGEFLOW_WEBHOOK_RETRY", "200ms")
 
 	// The browser: Debian's chromium, a fresh profile, nothing that calls out
 	// (this machine's network is closed).
@@ -144,6 +151,7 @@ func TestBoardInBrowser(t *testing.T) {
 	// The reconciliation panel: the days reconciled so far, or none yet.
 	until("the reconciliation panel", `(document.querySelector('#reconciliations li.day') ||
 		!document.querySelector('#reconciliations-empty').hidden) && 'ok'`, 10*time.Second)
+	until("a failing webhook needs attention", `[...document.querySelectorAll('#attention li .why')].map(e => e.textContent).find(t => /webhook session\.\w+ failing \(\d+ attempts\): HTTP 503/.test(t)) || ''`, 30*time.Second)
 
 	// A session created after the page loaded appears and reaches charging
 	// through the feed alone.
@@ -269,7 +277,7 @@ func TestBoardInBrowser(t *testing.T) {
 // process on free ports and returns the base URL to talk to it at: a proxy
 // that checks every exchange against the service's OpenAPI document
 // (internal/openapitest). The test's cleanup stops both.
-func startDevServe(t *testing.T) string {
+func startDevServe(t *testing.T, extraEnv ...string) string {
 	t.Helper()
 	port := testenv.FreePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
@@ -278,6 +286,9 @@ func startDevServe(t *testing.T) string {
 		"CHARGEFLOW_PUBLIC_URL":  base,
 		"CHARGEFLOW_DATA_DIR":    t.TempDir(),
 		"CHARGEFLOW_MQTT_LISTEN": fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t)),
+	}
+	for i := 0; i+1 < len(extraEnv); i += 2 {
+		env[extraEnv[i]] = extraEnv[i+1]
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

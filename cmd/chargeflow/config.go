@@ -62,6 +62,9 @@ var settings = []setting{
 	{env: "CHARGEFLOW_POLL_INTERVAL", def: "30s", help: "how often an order is queried while a notification is awaited"},
 	{env: "CHARGEFLOW_DEBIT_RETRY", def: "1m,5m,30m,2h,6h,24h", help: "debit retry back-off; the last one repeats"},
 	{env: "CHARGEFLOW_RECONCILE_AT", def: "10:00", help: "Beijing time of day the daily reconciliation of the previous day runs (off disables)"},
+	{env: "CHARGEFLOW_WEBHOOK_URL", help: "where session events are POSTed (off when empty)"},
+	{env: "CHARGEFLOW_WEBHOOK_SECRET", secret: true, help: "the HMAC key that signs webhook events (required with CHARGEFLOW_WEBHOOK_URL)"},
+	{env: "CHARGEFLOW_WEBHOOK_RETRY", def: "10s,30s,1m,5m,15m,30m,1h", help: "webhook retry back-off within the 24 h delivery window; the last one repeats"},
 }
 
 // Config is the parsed configuration.
@@ -92,6 +95,8 @@ type Config struct {
 	// reconciliation; ReconcileOn is false when it is off.
 	ReconcileAt time.Duration
 	ReconcileOn bool
+
+	Webhooks webhookConfig
 }
 
 // Dev tokens, printed at start of serve --dev.
@@ -304,6 +309,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (*C
 		}
 		c.Machine.DebitRetry = append(c.Machine.DebitRetry, v)
 	}
+	c.Webhooks = parseWebhookConfig(vals, bad)
 	if len(problems) > 0 {
 		sort.Strings(problems)
 		return nil, fmt.Errorf("bad configuration:\n  %s", strings.Join(problems, "\n  "))

@@ -16,6 +16,8 @@ import (
 	"testing"
 
 	yaml "go.yaml.in/yaml/v3"
+
+	"github.com/chargeflow/chargeflow/internal/testenv"
 )
 
 // The tests of this file keep deploy/ and the Dockerfile true
@@ -35,9 +37,10 @@ type deployment struct {
 }
 
 // TestDeployNames: every CHARGEFLOW_* name in deploy/ and the Dockerfile is
-// a setting of the configuration table, or <secret setting>_FILE.
+// a setting of the configuration table, or <secret setting>_FILE, or a
+// family (CHARGEFLOW_HUIFU_*) some settings belong to.
 func TestDeployNames(t *testing.T) {
-	name := regexp.MustCompile(`CHARGEFLOW_[A-Z0-9_]*[A-Z0-9]`)
+	name := regexp.MustCompile(`CHARGEFLOW_[A-Z0-9_]*[A-Z0-9](_\*)?`)
 	files := append(deployFiles(t), "../../Dockerfile")
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -55,6 +58,14 @@ func TestDeployNames(t *testing.T) {
 func checkSettingName(n string) error {
 	if knownSetting(n) {
 		return nil
+	}
+	if family, ok := strings.CutSuffix(n, "*"); ok { // CHARGEFLOW_HUIFU_*: a family of settings
+		for _, s := range settings {
+			if strings.HasPrefix(s.env, family) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no setting of the configuration table starts with %s", family)
 	}
 	if base, ok := strings.CutSuffix(n, "_FILE"); ok && knownSetting(base) {
 		for _, s := range settings {
@@ -118,6 +129,11 @@ func checkDeployment(t *testing.T, d deployment) {
 		}
 		base, isFile := strings.CutSuffix(k, "_FILE")
 		if !isFile || !knownSetting(base) {
+			// Any other path into a secrets mount must be mounted too
+			// (the systemd unit's TLS certificate and key).
+			if (strings.HasPrefix(v, "/run/secrets/") || strings.HasPrefix(v, "/run/credentials/")) && !d.secrets[v] {
+				t.Errorf("%s: %s=%s, but no secret is mounted there", d.name, k, v)
+			}
 			continue
 		}
 		if !d.secrets[v] {
@@ -133,8 +149,15 @@ func checkDeployment(t *testing.T, d deployment) {
 		}
 		files[k] = p
 	}
+	// Certificate files are read while the configuration loads: the
+	// deployment's paths stand for a pair made here.
+	if d.env["CHARGEFLOW_MQTT_TLS_CERT"] != "" || d.env["CHARGEFLOW_MQTT_CA_FILE"] != "" {
+		ca := testenv.NewCA(t, "deploy test CA")
+		sc := ca.IssueServer(t, "", "broker")
+		files["CHARGEFLOW_MQTT_TLS_CERT"], files["CHARGEFLOW_MQTT_TLS_KEY"], files["CHARGEFLOW_MQTT_CA_FILE"] = sc.CertFile, sc.KeyFile, ca.CertFile
+	}
 	getenv := func(k string) string {
-		if p, ok := files[k]; ok {
+		if p, ok := files[k]; ok && d.env[k] != "" {
 			return p
 		}
 		return d.env[k]

@@ -186,7 +186,7 @@ func (a *app) start(ctx context.Context) error {
 		link = broker
 	}
 	a.onClose(func() { link.Close() })
-	eng, err := session.New(session.Config{Machine: cfg.Machine, InstanceID: cfg.InstanceID}, st, pay, met.WrapCommander(link),
+	eng, err := session.New(session.Config{Machine: cfg.Machine, InstanceID: cfg.InstanceID, Webhooks: cfg.Webhooks.URL != ""}, st, pay, met.WrapCommander(link),
 		a.log.With("component", "engine"), met, nil)
 	if err != nil {
 		return err
@@ -206,6 +206,9 @@ func (a *app) start(ctx context.Context) error {
 	}
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); _ = eng.Run(runCtx) }()
+	if err := a.startWebhooks(runCtx, cfg, st, met); err != nil {
+		return err
+	}
 	if err := a.startReconcile(runCtx, st, pay, eng); err != nil {
 		return err
 	}

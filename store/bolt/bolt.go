@@ -21,6 +21,7 @@
 //	expiry     be64(expiry ms) kind key → ""  (the sweeper's queue)
 //	chargers, tariffs   id → JSON
 //	anomalies, changes  be64(seq) → JSON   (bucket sequences persist, so IDs keep increasing across restarts)
+//	whdel, whpend, whq, whdue, whlog, whfail   the webhook deliveries (webhooks.go)
 //
 // The change feed is the `changes` bucket (trimmed to Options.MaxChanges)
 // plus an in-process broadcast that wakes ReadChanges waiters when a write
@@ -31,7 +32,8 @@
 //
 // Files: bolt.go holds the options, opening, transactions and key
 // encodings; sessions.go the creation, the commit and the session reads and
-// lists; outbox.go claims, settling and leases; idempotency.go the
+// lists; outbox.go claims, settling and leases; webhooks.go the webhook
+// deliveries; idempotency.go the
 // Idempotency-Key records, processed marks and their sweeper; registry.go
 // chargers, tariffs and anomalies; feed.go the change feed.
 package boltstore
@@ -114,7 +116,7 @@ var (
 	bAnomalies = []byte("anomalies")
 	bChanges   = []byte("changes")
 	allBuckets = [][]byte{bSessions, bHistory, bTasks, bDue, bOON, bConn, bIdx, bIdem, bDone, bExpiry,
-		bChargers, bTariffs, bAnomalies, bChanges}
+		bChargers, bTariffs, bAnomalies, bChanges, bWhDel, bWhPend, bWhQ, bWhDue, bWhLog, bWhFail}
 )
 
 // Store is the bbolt adapter. It is safe for concurrent use.

@@ -163,6 +163,9 @@ func (s *Store) write(tx *bolt.Tx, w *writeState, old *fsm.Session, rec fsm.Sess
 			return err
 		}
 	}
+	if err := addDeliveries(tx, rec.ID, rec.Version, c.Webhooks); err != nil {
+		return err
+	}
 	if c.Publish {
 		return s.appendChange(tx, w, store.Change{Kind: store.ChangeSession, SessionID: rec.ID, Version: rec.Version,
 			ChargerID: rec.ChargerID, At: rec.UpdatedAt, Data: c.ChangeData})

@@ -6,9 +6,10 @@ import "github.com/redis/go-redis/v9"
 // Numbers cross the Lua boundary as the strings Go wrote: Lua's tostring of
 // a number would switch to exponent notation past 14 digits.
 
-// commitScript: KEYS rec, hist, tasks. ARGV mode ("create"|"commit"),
-// expected version, new version, record JSON, nHist, hist..., nOps, then per
-// op "a" tid effectJSON meta | "d" tid.
+// commitScript: KEYS rec, hist, tasks, webhook deliveries, webhook queue.
+// ARGV mode ("create"|"commit"), expected version, new version, record
+// JSON, nHist, hist..., nOps, then per op "a" tid effectJSON meta | "d" tid,
+// then nWebhooks and per event seq, delivery JSON, next ms (webhooks.go).
 // Returns {"ok", oldJSON, {added...}, {removed...}} or {"exists"} |
 // {"notfound"} | {"conflict", storedVersion}.
 var commitScript = redis.NewScript(`
@@ -38,6 +39,14 @@ for j = 1, n do
     if redis.call('HDEL', KEYS[3], 'm:'..tid, 'e:'..tid, 'x:'..tid) > 0 then removed[#removed+1] = tid end
     i = i + 2
   end
+end
+n = tonumber(ARGV[i] or '0'); i = i + 1
+for j = 1, n do
+  if redis.call('HSETNX', KEYS[4], 'd:'..ARGV[i], ARGV[i+1]) == 1 then
+    redis.call('HSET', KEYS[4], 'n:'..ARGV[i], ARGV[i+2])
+    redis.call('ZADD', KEYS[5], ARGV[i], ARGV[i])
+  end
+  i = i + 3
 end
 return {'ok', old, added, removed}
 `)
@@ -178,4 +187,4 @@ return 1
 `)
 
 var allScripts = []*redis.Script{commitScript, claimScript, settleScript, releaseScript, feedScript, casScript, hcasScript,
-	idemPutScript, idemSaveScript, markScript}
+	idemPutScript, idemSaveScript, markScript, wclaimScript, wsettleScript, wretryScript, wtrimScript, wreleaseScript, wdueTouchScript, wdueSetScript}

@@ -118,6 +118,17 @@ func (s *Store) apply(ctx context.Context, mode string, c store.Commit, rec fsm.
 		due[e.ID] = float64(ms)
 	}
 
+	deliveries, err := store.NewDeliveries(rec.ID, rec.Version, c.Webhooks)
+	if err != nil {
+		return err
+	}
+	if args, err = appendDeliveries(args, deliveries); err != nil {
+		return err
+	}
+	if err := s.deliveriesAhead(ctx, rec.ID, deliveries); err != nil {
+		return err
+	}
+
 	// write-ahead of the derived indexes
 	_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for id, score := range due {
@@ -136,9 +147,13 @@ func (s *Store) apply(ctx context.Context, mode string, c store.Commit, rec fsm.
 		return fmt.Errorf("session %s: index write-ahead: %w", rec.ID, mapErr(err))
 	}
 
-	res, err := commitScript.Run(ctx, s.c, []string{s.recKey(rec.ID), s.histKey(rec.ID), s.tasksKey(rec.ID)}, args...).Slice()
+	res, err := commitScript.Run(ctx, s.c, []string{s.recKey(rec.ID), s.histKey(rec.ID), s.tasksKey(rec.ID),
+		s.whKey(rec.ID), s.whQueueKey(rec.ID)}, args...).Slice()
 	if err != nil {
 		return fmt.Errorf("session %s: commit: %w", rec.ID, mapErr(err))
+	}
+	if len(deliveries) > 0 {
+		defer s.deliveriesAfter(context.WithoutCancel(ctx), rec.ID, deliveries, res[0] == "ok")
 	}
 	switch res[0] {
 	case "exists":

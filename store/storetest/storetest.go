@@ -7,7 +7,8 @@
 // sessions.go (creation, commit, lists), outbox.go (claims, retries,
 // disarms), crash.go (timers and leases across a reopen, durability,
 // corrupt data), idempotency.go, registry.go (chargers, tariffs,
-// anomalies) and feed.go (the change feed). bench.go has the benchmarks
+// anomalies), feed.go (the change feed) and webhooks.go (webhook
+// deliveries). bench.go has the benchmarks
 // adapters share.
 package storetest
 
@@ -149,6 +150,12 @@ func Run(t *testing.T, newOpener func(t *testing.T) Opener) {
 		{"ChargersTariffsAnomalies", testChargers},
 		{"CorruptData", testCorrupt},
 		{"Reconciliations", testReconciliations},
+		{"WebhooksInOrder", testWebhooksInOrder},
+		{"WebhookLeases", testWebhookLeases},
+		{"WebhookLog", testWebhookLog},
+		{"WebhooksConcurrent", testWebhooksConcurrent},
+		{"WebhookTrim", testWebhookTrim},
+		{"WebhookReleaseLeases", testWebhookReleaseLeases},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(newEnv(t, newOpener)) })

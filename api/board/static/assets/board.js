@@ -2,7 +2,7 @@
 // follows GET /v1/events (Server-Sent Events) to stay current without reload.
 import {
   STATES, TERMINAL, ACTIVE, FLAGS, STATE_LABEL, STATE_COLOR, BAD_FLAGS, ALERT_FLAGS,
-  yuan, parseYuan, kwh, bjTime, bjShort, dur, stateSince, refundable, trouble,
+  yuan, parseYuan, kwh, bjTime, bjShort, dur, stateSince, refundable, trouble, webhookTrouble,
 } from './format.js';
 
 const TOKEN_KEY = 'chargeflow.operator-token';
@@ -17,6 +17,7 @@ const st = {
   stats: null,
   anomalies: [],
   reconciliations: [], // the last days, each with its differing lines
+  webhooks: new Map(), // session id → failing webhook deliveries' reasons
   filter: { state: '', charger: '', flag: '' },
   selected: '', // session id shown in the drawer
   flash: new Set(), // sessions changed by the feed since the last render
@@ -104,7 +105,7 @@ function upsertSession(v) {
 function prune() {
   if (st.sessions.size <= KEEP) return;
   const old = [...st.sessions.values()]
-    .filter((s) => TERMINAL.has(s.state) && s.id !== st.selected)
+    .filter((s) => TERMINAL.has(s.state) && s.id !== st.selected && !st.webhooks.has(s.id))
     .sort((a, b) => (a.created_at ?? '').localeCompare(b.created_at ?? ''));
   for (const s of old.slice(0, st.sessions.size - KEEP)) st.sessions.delete(s.id);
 }
@@ -144,6 +145,20 @@ async function loadSessions(params) {
 
 async function loadStats() {
   st.stats = await api('/v1/stats');
+  await loadWebhooks();
+}
+
+// loadWebhooks reads the failing webhook deliveries (given up, or pending
+// after failed attempts) when the stats say there are any, and loads their
+// sessions, so that "Needs attention" lists them.
+async function loadWebhooks() {
+  const w = st.stats?.webhooks;
+  if (!w || (w.pending === 0 && w.failed === 0)) { st.webhooks = new Map(); return; }
+  const lists = await Promise.all(['failed', 'pending'].map((status) =>
+    api(`/v1/webhooks/deliveries?${qs({ status, limit: 200 })}`)));
+  st.webhooks = webhookTrouble(lists.flatMap((l) => l?.deliveries ?? []));
+  await Promise.allSettled([...st.webhooks.keys()].filter((id) => !st.sessions.has(id))
+    .map(async (id) => upsertSession(await api(`/v1/sessions/${encodeURIComponent(id)}`))));
 }
 
 async function loadChargers() {
@@ -330,7 +345,7 @@ function renderAttention() {
   const now = Date.now();
   const items = [];
   for (const s of st.sessions.values()) {
-    const why = trouble(s, now);
+    const why = [...trouble(s, now), ...(st.webhooks.get(s.id) ?? [])];
     if (why.length) items.push({ s, why, bad: why.some((w) => w.bad) });
   }
   items.sort((a, b) => (b.bad - a.bad) || (a.s.created_at ?? '').localeCompare(b.s.created_at ?? ''));
@@ -465,7 +480,7 @@ function renderDetail() {
   if (s.end_time) fact(facts, 'Billed end time', bjTime(s.end_time));
   if (s.paid_at) fact(facts, 'Paid', bjTime(s.paid_at));
   if (!TERMINAL.has(s.state)) fact(facts, 'In state for', dur(Date.now() - Date.parse(stateSince(s))));
-  const why = trouble(s);
+  const why = [...trouble(s), ...(st.webhooks.get(s.id) ?? [])];
   if (why.length) fact(facts, 'Needs attention', h('span', { class: 'flag bad' }, why.map((w) => w.text).join(' · ')));
 
   const lines = $('d-lines');

@@ -163,3 +163,20 @@ export function trouble(s, now = Date.now()) {
   }
   return why;
 }
+
+// webhookTrouble groups the delivery log's failing entries by session: a
+// delivery given up (bad), or one still retried after failed attempts.
+// deliveries are views of GET /v1/webhooks/deliveries.
+export function webhookTrouble(deliveries) {
+  const out = new Map(); // session id → [{text, bad}]
+  for (const d of deliveries ?? []) {
+    let w = null;
+    const why = d.last_error ? `: ${d.last_error}` : '';
+    if (d.status === 'failed') w = { text: `webhook ${d.type} given up after ${d.attempts} attempts${why}`, bad: true };
+    else if (d.status === 'pending' && d.attempts > 0) w = { text: `webhook ${d.type} failing (${d.attempts} attempts)${why}`, bad: false };
+    if (!w) continue;
+    if (!out.has(d.session_id)) out.set(d.session_id, []);
+    out.get(d.session_id).push(w);
+  }
+  return out;
+}
