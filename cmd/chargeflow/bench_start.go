@@ -5,15 +5,18 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/chargeflow/chargeflow/charger"
 	"github.com/chargeflow/chargeflow/charger/sim"
 	"github.com/chargeflow/chargeflow/session"
+	redisstore "github.com/chargeflow/chargeflow/store/redis"
 )
 
 // The pieces the burst and valley scenarios share: the moment each
@@ -95,7 +98,7 @@ func (r *engineRig) openSession(ctx context.Context, sw *startWatch, c *sim.Char
 // one always, Redis + Mosquitto when --redis and --mqtt are both given.
 func startStacks(b *bench, scenario string, run func(row string, o rigOptions)) {
 	run(scenario+".embedded", rigOptions{})
-	row := scenario + ".redis+mosquitto"
+	row := scenario + "." + redisKind(b.redisURL) + "+mosquitto"
 	switch {
 	case b.redisURL != "" && b.mqttURL != "":
 		run(row, rigOptions{redisURL: b.redisURL, mqttURL: b.mqttURL})
@@ -118,6 +121,28 @@ var benchBudgets = map[string]func(b *bench) time.Duration{
 		s := b.sessionsOr(valleySessions)
 		return 2 * (2*time.Minute + time.Duration(s/valleyConnectors+1)*50*time.Millisecond + 3*time.Duration(s)*time.Second/time.Duration(b.rate))
 	},
+}
+
+// redisKind names the Redis deployment a URL gives (store/redis.NewClient):
+// "redis", "redis-cluster" or "redis-sentinel".
+func redisKind(url string) string {
+	if url == "" {
+		return "redis"
+	}
+	c, err := redisstore.NewClient(url, false)
+	if err != nil {
+		return "redis" // the rig reports the bad URL
+	}
+	defer c.Close()
+	switch c.(type) {
+	case *redis.ClusterClient:
+		return "redis-cluster"
+	case *redis.Client:
+		if strings.Contains(url, "master_name=") {
+			return "redis-sentinel"
+		}
+	}
+	return "redis"
 }
 
 // latencyWindow bounds the baseline's messages published and not received

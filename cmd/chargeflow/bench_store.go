@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/chargeflow/chargeflow/fsm"
@@ -163,17 +164,33 @@ func (b *bench) emitStoreRedis(ctx context.Context) {
 func deleteRedisPrefix(ctx context.Context, st *redisstore.Store, prefix string) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	c := st.Client()
+	if cc, ok := st.Client().(*redis.ClusterClient); ok {
+		// A SCAN sees one node's keys: scan every primary.
+		return cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			return deletePrefixOn(ctx, node, cc, prefix)
+		})
+	}
+	return deletePrefixOn(ctx, st.Client(), st.Client(), prefix)
+}
+
+// deletePrefixOn scans one node (scan) for the run's keys and unlinks them
+// through del (the cluster client routes each key to its slot's node).
+func deletePrefixOn(ctx context.Context, scan, del redis.Cmdable, prefix string) error {
 	var cursor uint64
 	for {
-		keys, next, err := c.Scan(ctx, cursor, prefix+":*", 500).Result()
+		keys, next, err := scan.Scan(ctx, cursor, prefix+":*", 500).Result()
 		if err != nil {
 			return err
 		}
-		if len(keys) > 0 {
-			if err := c.Unlink(ctx, keys...).Err(); err != nil {
-				return err
+		// One UNLINK per key, pipelined: on a Cluster one batch's keys lie in
+		// many slots (the cluster client splits the pipeline by node).
+		if _, err := del.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys {
+				p.Unlink(ctx, k)
 			}
+			return nil
+		}); err != nil {
+			return err
 		}
 		if cursor = next; cursor == 0 {
 			return nil

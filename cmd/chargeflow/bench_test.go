@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
 	"github.com/chargeflow/chargeflow/internal/testenv"
+	redisstore "github.com/chargeflow/chargeflow/store/redis"
 )
 
 // These tests check what chargeflow bench does — every scenario row has a
@@ -277,5 +279,39 @@ func TestBenchValley(t *testing.T) {
 	}
 	if !strings.Contains(errOut, "valley.redis+mosquitto skipped") {
 		t.Errorf("stderr does not say the redis+mosquitto row was skipped:\n%s", errOut)
+	}
+}
+
+// TestBenchBurstCluster: on a Redis Cluster the row says so, and the run's
+// keys are removed from every primary afterwards.
+func TestBenchBurstCluster(t *testing.T) {
+	cluster, mqtt := testenv.RedisClusterURL(t), testenv.MQTT(t)
+	out, errOut, err := runBenchCmd(t, "--scenario", "burst", "--sessions", "3", "--redis", cluster, "--mqtt", mqtt)
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, errOut, out)
+	}
+	checkTable(t, out, "burst.embedded", "burst.redis-cluster+mosquitto")
+	m := regexp.MustCompile(`run (cfbench[0-9a-f]+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no run id in:\n%s", out)
+	}
+	c, err := redisstore.NewClient(cluster, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	cc, ok := c.(*redis.ClusterClient)
+	if !ok {
+		t.Fatalf("%s is not a cluster URL", cluster)
+	}
+	ctx := context.Background()
+	if err := cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		keys, _, err := node.Scan(ctx, 0, m[1]+"*", 1000).Result()
+		if err == nil && len(keys) > 0 {
+			t.Errorf("node %s keeps %d keys of the run, e.g. %s", node.Options().Addr, len(keys), keys[0])
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
