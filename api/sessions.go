@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 
@@ -190,14 +191,7 @@ func (s *server) handleListSessions() http.HandlerFunc {
 		if f.Flag != "" && !slices.Contains(fsm.Flags, f.Flag) {
 			fields["flag"] = fmt.Sprintf("unknown flag; one of %v", fsm.Flags)
 		}
-		limit, msg := parseLimit(q.Get("limit"))
-		if msg != "" {
-			fields["limit"] = msg
-		}
-		f.Limit = limit
-		if _, err := store.DecodeCursor(f.Cursor); err != nil {
-			fields["cursor"] = "not a cursor this API gave out"
-		}
+		f.Limit = pageArgs(q, fields)
 		if len(fields) > 0 {
 			Error(w, r, session.Invalid(fields))
 			return
@@ -216,6 +210,19 @@ func (s *server) handleListSessions() http.HandlerFunc {
 }
 
 // parseLimit reads a page size: empty is the default, else 1..store.MaxPage.
+// pageArgs reads a list's limit and checks its cursor, adding what is
+// wrong with either to fields (the cursor is the caller's to read).
+func pageArgs(q url.Values, fields map[string]string) (limit int) {
+	limit, msg := parseLimit(q.Get("limit"))
+	if msg != "" {
+		fields["limit"] = msg
+	}
+	if _, err := store.DecodeCursor(q.Get("cursor")); err != nil {
+		fields["cursor"] = "not a cursor this API gave out"
+	}
+	return limit
+}
+
 func parseLimit(v string) (int, string) {
 	if v == "" {
 		return store.DefaultPage, ""

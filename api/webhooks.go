@@ -74,14 +74,7 @@ func (s *server) handleListDeliveries() http.HandlerFunc {
 		if f.Status != "" && !f.Status.Valid() {
 			fields["status"] = fmt.Sprintf("unknown status; one of %v", deliveryStatuses)
 		}
-		limit, msg := parseLimit(q.Get("limit"))
-		if msg != "" {
-			fields["limit"] = msg
-		}
-		f.Limit = limit
-		if _, err := store.DecodeCursor(f.Cursor); err != nil {
-			fields["cursor"] = "not a cursor this API gave out"
-		}
+		f.Limit = pageArgs(q, fields)
 		if len(fields) > 0 {
 			Error(w, r, session.Invalid(fields))
 			return
