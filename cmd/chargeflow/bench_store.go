@@ -130,22 +130,12 @@ func (b *bench) emitStoreBolt(ctx context.Context) {
 func (b *bench) emitStoreRedis(ctx context.Context) {
 	const name = "store.redis.commit"
 	prefix := b.runID
-	st, err := redisstore.New(ctx, b.redisURL, redisstore.Options{Prefix: prefix, Logger: b.log})
+	st, cl, done, err := b.redisCommitLoop(ctx, b.redisURL, prefix, "redisbench")
 	if err != nil {
 		b.fail(name, err)
 		return
 	}
-	defer st.Close()
-	defer func() {
-		if err := deleteRedisPrefix(context.WithoutCancel(ctx), st, prefix); err != nil {
-			fmt.Fprintf(b.stderr, "chargeflow bench: could not remove Redis keys %s:*: %v\n", prefix, err)
-		}
-	}()
-	cl, err := newCommitLoop(ctx, st, "redisbench")
-	if err != nil {
-		b.fail(name, err)
-		return
-	}
+	defer done()
 	f, base, err := alternate(ctx, b.duration,
 		func() error { return cl.commit(ctx) },
 		func() error { return st.Client().Ping(ctx).Err() })
@@ -157,6 +147,27 @@ func (b *bench) emitStoreRedis(ctx context.Context) {
 		Baseline: base.rate(), BaselineUnit: "PING/s (same client)", BaselineOps: base.ops,
 		Extra: map[string]float64{"pings_per_commit": base.rate() / f.rate()},
 		Notes: fmt.Sprintf("one commit costs the time of %.1f PINGs; keys under %s: removed after", base.rate()/f.rate(), prefix)})
+}
+
+// redisCommitLoop opens a Redis store under prefix at url and a commit loop
+// on it; done closes the store and removes the run's keys.
+func (b *bench) redisCommitLoop(ctx context.Context, url, prefix, id string) (*redisstore.Store, *commitLoop, func(), error) {
+	st, err := redisstore.New(ctx, url, redisstore.Options{Prefix: prefix, Logger: b.log})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	done := func() {
+		if err := deleteRedisPrefix(context.WithoutCancel(ctx), st, prefix); err != nil {
+			fmt.Fprintf(b.stderr, "chargeflow bench: could not remove Redis keys %s:*: %v\n", prefix, err)
+		}
+		st.Close()
+	}
+	cl, err := newCommitLoop(ctx, st, id)
+	if err != nil {
+		done()
+		return nil, nil, nil, err
+	}
+	return st, cl, done, nil
 }
 
 // deleteRedisPrefix removes the keys this run created, and only those: every

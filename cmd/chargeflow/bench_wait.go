@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	redisstore "github.com/chargeflow/chargeflow/store/redis"
 )
 
 // emitStoreWait measures the durability policy's cost (docs/operations.md,
@@ -49,22 +47,12 @@ func (b *bench) emitStoreWait(ctx context.Context) {
 		url, where = pair.url, "a private primary and replica on loopback"
 	}
 	prefix := b.runID + "w"
-	st, err := redisstore.New(ctx, url, redisstore.Options{Prefix: prefix, Logger: b.log})
+	st, cl, done, err := b.redisCommitLoop(ctx, url, prefix, "waitbench")
 	if err != nil {
 		b.fail(name, err)
 		return
 	}
-	defer st.Close()
-	defer func() {
-		if err := deleteRedisPrefix(context.WithoutCancel(ctx), st, prefix); err != nil {
-			fmt.Fprintf(b.stderr, "chargeflow bench: could not remove Redis keys %s:*: %v\n", prefix, err)
-		}
-	}()
-	cl, err := newCommitLoop(ctx, st, "waitbench")
-	if err != nil {
-		b.fail(name, err)
-		return
-	}
+	defer done()
 	f, base, err := alternate(ctx, b.duration,
 		func() error {
 			if err := cl.commit(ctx); err != nil {
