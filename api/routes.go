@@ -7,7 +7,7 @@ import (
 	"github.com/go-chi/chi/v5"
 )
 
-// routes lists every route of the API (docs/service.md §3). The OpenAPI document
+// routes lists every route of the API (docs/contract.md §3). The OpenAPI document
 // (api/openapi.json) describes the same set; TestOpenAPIMatchesRoutes keeps
 // them equal.
 //

@@ -1,4 +1,4 @@
-// Package api is chargeflow's HTTP API (docs/service.md §3) on chi: the app's
+// Package api is chargeflow's HTTP API (docs/contract.md §3) on chi: the app's
 // session calls, the operators' console calls and live feed, Huifu's
 // notification endpoint, and the operations endpoints.
 //

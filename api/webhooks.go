@@ -13,7 +13,7 @@ import (
 	"github.com/chargeflow/chargeflow/store"
 )
 
-// Delivery is one entry of the webhook delivery log (docs/service.md §3
+// Delivery is one entry of the webhook delivery log (docs/contract.md §3
 // "Webhooks", docs/operations.md).
 type Delivery struct {
 	ID        string               `json:"id"` // the event's id

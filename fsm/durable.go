@@ -1,6 +1,6 @@
 package fsm
 
-// The durability questions (docs/service.md §7, docs/operations.md "What
+// The durability questions (docs/contract.md §7, docs/operations.md "What
 // survives a lost write"). A store that replicates asynchronously (Redis
 // under Sentinel or Cluster) may lose the last commits a primary
 // acknowledged when its replica is promoted. Most such losses are harmless:

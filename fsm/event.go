@@ -83,7 +83,7 @@ var EventTypes = []EventType{EvConfirm, EvStartAccepted, EvStartRejected, EvStar
 // TimerKind names a timer.
 type TimerKind string
 
-// The timers of docs/service.md §1 plus the order poll.
+// The timers of docs/contract.md §1 plus the order poll.
 const (
 	TimerConfirm    TimerKind = "confirm_timeout"
 	TimerStart      TimerKind = "start_timeout"

@@ -1,4 +1,4 @@
-// Package fsm is the session machine of docs/service.md §1: states, events,
+// Package fsm is the session machine of docs/contract.md §1: states, events,
 // the table (on looplab/fsm) and the effects each transition asks for, as
 // plain data.
 //
@@ -33,7 +33,7 @@ import (
 	lfsm "github.com/looplab/fsm"
 )
 
-// Config holds the machine's timers and thresholds (docs/service.md §1, §4).
+// Config holds the machine's timers and thresholds (docs/contract.md §1, §4).
 type Config struct {
 	ConfirmTimeout time.Duration
 	StartTimeout   time.Duration
@@ -62,7 +62,7 @@ type Config struct {
 	CompleteClockMargin time.Duration
 }
 
-// DefaultConfig returns the defaults of docs/service.md §4.
+// DefaultConfig returns the defaults of docs/contract.md §4.
 func DefaultConfig() Config {
 	return Config{
 		ConfirmTimeout:      5 * time.Minute,

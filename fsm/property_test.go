@@ -14,7 +14,7 @@ import (
 
 // world drives one session through random events — including duplicates,
 // reordering, events from the wrong source and "restore from the persisted
-// state" steps — and checks the six invariants of docs/service.md §1 after every
+// state" steps — and checks the six invariants of docs/contract.md §1 after every
 // step, from the effects the machine asked for.
 type world struct {
 	m   *Machine
@@ -351,7 +351,7 @@ func (w *world) actions() map[string]func(*rapid.T) {
 }
 
 // TestInvariants runs random event sequences and checks the invariants of
-// docs/service.md §1 after every step.
+// docs/contract.md §1 after every step.
 func TestInvariants(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		w := newWorld(t)

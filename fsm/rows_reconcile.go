@@ -1,6 +1,6 @@
 package fsm
 
-// The daily reconciliation (docs/service.md §6): a difference between a
+// The daily reconciliation (docs/contract.md §6): a difference between a
 // session's money and Huifu's trade bill flags the session for operators.
 // The flag is the machine's to set, like every other flag.
 

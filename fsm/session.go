@@ -7,10 +7,10 @@ import (
 	"github.com/chargeflow/chargeflow/money"
 )
 
-// State is a session state; the names are part of the contract (docs/service.md §1).
+// State is a session state; the names are part of the contract (docs/contract.md §1).
 type State string
 
-// The states of docs/service.md §1.
+// The states of docs/contract.md §1.
 const (
 	Created       State = "created"
 	UserConfirmed State = "user_confirmed"
@@ -43,7 +43,7 @@ func (s State) Active() bool {
 // Flag marks something an operator should look at; a flag is never a state.
 type Flag string
 
-// The flags of docs/service.md §1.
+// The flags of docs/contract.md §1.
 const (
 	FlagChargerOffline   Flag = "charger_offline"
 	FlagClockSkew        Flag = "clock_skew"
@@ -53,7 +53,7 @@ const (
 	FlagPaymentOverdue   Flag = "payment_overdue"
 	FlagClosedByOperator Flag = "closed_by_operator"
 	// FlagReconcileMismatch: the daily reconciliation found a line of this
-	// session that Huifu's trade bill does not agree with (docs/service.md §6).
+	// session that Huifu's trade bill does not agree with (docs/contract.md §6).
 	FlagReconcileMismatch Flag = "reconcile_mismatch"
 )
 
@@ -78,7 +78,7 @@ const (
 const ReasonReboot = "reboot"
 
 // Source says who caused an event: "app", "operator:<name>", "charger",
-// "payscore" or "timer" (docs/service.md §1, history `by`).
+// "payscore" or "timer" (docs/contract.md §1, history `by`).
 type Source string
 
 // The fixed sources; operators are Operator(name).
@@ -95,7 +95,7 @@ func Operator(name string) Source { return Source("operator:" + name) }
 // IsOperator reports whether src is an operator.
 func (src Source) IsOperator() bool { return len(src) > 9 && src[:9] == "operator:" }
 
-// HistoryEntry is one transition in a session's history (docs/service.md §1).
+// HistoryEntry is one transition in a session's history (docs/contract.md §1).
 type HistoryEntry struct {
 	At    time.Time `json:"at"`
 	From  State     `json:"from"`

@@ -10,7 +10,7 @@ import (
 // meter sample, a refund asked for): no history entry is written.
 const Stay State = ""
 
-// Row is one row of the machine's table (docs/service.md §1: "exactly one
+// Row is one row of the machine's table (docs/contract.md §1: "exactly one
 // place decides transitions"). It answers input event On in any of the
 // states Src: if its guard When holds, the machine moves to Dst through
 // looplab/fsm and runs Do. Rows of one event are tried in table order; the
@@ -180,7 +180,7 @@ func (r *Row) key() string { return string(r.On) + "/" + r.Name }
 // The states a session can still be changed in by its own inputs.
 var nonTerminal = []State{Created, UserConfirmed, Charging, Stopping, Completed, Deducting}
 
-// DefaultTable returns the session machine of docs/service.md §1. Each call
+// DefaultTable returns the session machine of docs/contract.md §1. Each call
 // returns a new copy.
 func DefaultTable() Table {
 	return Table{Rows: []Row{

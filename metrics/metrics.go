@@ -1,4 +1,4 @@
-// Package metrics exposes chargeflow's Prometheus metrics (docs/service.md §3,
+// Package metrics exposes chargeflow's Prometheus metrics (docs/contract.md §3,
 // GET /metrics). It owns a registry of its own — never the global one, so
 // that two services in one process (the end-to-end tests) do not share
 // counters — and adapts the observation hooks of the other packages to it:

@@ -19,7 +19,7 @@ const ReconcileWindow = 30
 
 var (
 	reconcileOpenDesc = prometheus.NewDesc(namespace+"_reconcile_open_differences",
-		"Differences between our books and Huifu's trade bill in the latest report of each of the last 30 days reconciled (docs/service.md §6), read from the store at scrape time.",
+		"Differences between our books and Huifu's trade bill in the latest report of each of the last 30 days reconciled (docs/contract.md §6), read from the store at scrape time.",
 		nil, nil)
 	reconcileFailedDesc = prometheus.NewDesc(namespace+"_reconcile_failed_days",
 		"Days among the last 30 reconciled whose latest run could not reconcile (bill not ready or unreadable, Huifu down).",

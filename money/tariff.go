@@ -418,7 +418,7 @@ func nonNeg(f Fen) uint64 { return uint64(max(f, 0)) }
 //	服务费 = round_half_up( Σ_p Wh_p × service_fen_per_kwh_p / 1000 )
 //
 // Each sum is exact (128-bit integers, no floats) and rounded half-up to the
-// fen ONCE per line, not per period: docs/service.md §2 rounds "once per line item",
+// fen ONCE per line, not per period: docs/contract.md §2 rounds "once per line item",
 // and per-period rounding would let the bill drift by up to half a fen per
 // period per line against the price the user was shown. Each line's EnergyWh
 // is the whole energy (both prices are per kWh of it). TotalFen is the sum of

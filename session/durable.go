@@ -7,7 +7,7 @@ import (
 	"github.com/chargeflow/chargeflow/fsm"
 )
 
-// The durability policy's two gates (docs/service.md §7, docs/operations.md
+// The durability policy's two gates (docs/contract.md §7, docs/operations.md
 // "What survives a lost write"). The machine names what needs them; the
 // store (store.Store.Durable) knows whether and how to wait for a replica.
 

@@ -11,7 +11,7 @@ import (
 )
 
 // Error codes: one vocabulary for the whole service, mapped to HTTP by the
-// api package and named in its problem documents (docs/service.md §3).
+// api package and named in its problem documents (docs/contract.md §3).
 const (
 	CodeInvalid        = "invalid"
 	CodeNotFound       = "not_found"

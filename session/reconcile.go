@@ -1,6 +1,6 @@
 package session
 
-// The daily reconciliation (docs/service.md §6): a Beijing day's debits and
+// The daily reconciliation (docs/contract.md §6): a Beijing day's debits and
 // refunds, as our sessions record them, matched against Huifu's trade bill
 // by hf_seq_id (else req_seq_id) and amount. Each difference flags its
 // session reconcile_mismatch through the machine; the report is stored.
@@ -20,7 +20,7 @@ import (
 	"github.com/chargeflow/chargeflow/store"
 )
 
-// The outcomes of a reconciled line (docs/service.md §6).
+// The outcomes of a reconciled line (docs/contract.md §6).
 const (
 	OutcomeMatched        = "matched"
 	OutcomeMissingAtHuifu = "missing_at_huifu" // we moved money Huifu's bill does not show

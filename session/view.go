@@ -8,7 +8,7 @@ import (
 	"github.com/chargeflow/chargeflow/store"
 )
 
-// View is a session as the API shows it (docs/service.md §3, GET /v1/sessions/{id}).
+// View is a session as the API shows it (docs/contract.md §3, GET /v1/sessions/{id}).
 // It is also the `data:` of the SSE stream's `session` events.
 type View struct {
 	ID           string        `json:"id"`

@@ -10,7 +10,7 @@ import (
 	"github.com/chargeflow/chargeflow/store"
 )
 
-// Webhook event types (docs/service.md §3 "Webhooks"): "session.<state>" for
+// Webhook event types (docs/contract.md §3 "Webhooks"): "session.<state>" for
 // a transition into that state, creation included, and a refund's outcome.
 const (
 	WebhookRefundSucceeded = "refund.succeeded"

@@ -8,7 +8,7 @@ import (
 )
 
 // Reconciliation is the stored report of one Beijing day's reconciliation
-// against Huifu's trade bill (docs/service.md §6). Lines holds the
+// against Huifu's trade bill (docs/contract.md §6). Lines holds the
 // differing lines only; matched ones are counted.
 type Reconciliation struct {
 	Date   string `json:"date"` // YYYY-MM-DD, Beijing

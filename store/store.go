@@ -8,7 +8,7 @@
 // node, Sentinel or Cluster) and store/bolt (go.etcd.io/bbolt, the durable
 // single-node default). Neither adapter imports the other; cmd chooses one.
 //
-// # The rules the port keeps (docs/service.md §1)
+// # The rules the port keeps (docs/contract.md §1)
 //
 //   - A transition and the effects it asks for are persisted as ONE step
 //     (Commit): the new record, its history entries and its effects as outbox
@@ -110,7 +110,7 @@ type Store interface {
 	// ErrNotFound (no such session), ErrVersionConflict, ErrInvalid.
 	Commit(ctx context.Context, c Commit) error
 	// Durable returns once every commit made so far for the session can no
-	// longer be lost by a failover of the backing service (docs/service.md
+	// longer be lost by a failover of the backing service (docs/contract.md
 	// §7): on Redis, once a replica of the primary that holds the session
 	// has acknowledged them, within the adapter's bound (WAIT); a primary
 	// without a connected replica, and bbolt (which fsyncs every commit),

@@ -11,7 +11,7 @@ import (
 )
 
 // Webhooks is the part of the port that keeps the events sent to the
-// webhook receiver (docs/service.md §3 "Webhooks") and their delivery log.
+// webhook receiver (docs/contract.md §3 "Webhooks") and their delivery log.
 //
 // An event is recorded by the commit of the transition it tells of
 // (Commit.Webhooks), so it is as durable as the transition and never lost.

@@ -1,5 +1,5 @@
 // Package webhooks sends the webhook events the store queues with each
-// session transition (docs/service.md §3 "Webhooks") to the mini-program's
+// session transition (docs/contract.md §3 "Webhooks") to the mini-program's
 // backend: one signed POST per event, in order per session, at least once,
 // retried with back-off until the delivery window (24 h) has passed, then
 // given up and left in the delivery log for an operator.
@@ -30,7 +30,7 @@ import (
 	"github.com/chargeflow/chargeflow/store"
 )
 
-// Defaults of Config (docs/service.md §3).
+// Defaults of Config (docs/contract.md §3).
 const (
 	DefaultTimeout     = 10 * time.Second
 	DefaultGiveUpAfter = 24 * time.Hour

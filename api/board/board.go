@@ -1,4 +1,4 @@
-// Package board is the operators' live board (docs/service.md §3, `GET /`): one
+// Package board is the operators' live board (docs/contract.md §3, `GET /`): one
 // page of plain HTML, CSS and JavaScript modules embedded in the binary, with
 // no build step and nothing fetched from anywhere but this service, so it
 // works offline. The page reads the operator API with the operator's bearer

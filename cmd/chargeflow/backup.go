@@ -21,7 +21,7 @@ import (
 	boltstore "github.com/chargeflow/chargeflow/store/bolt"
 )
 
-// chargeflow backup --to FILE (docs/service.md §5, docs/operations.md
+// chargeflow backup --to FILE (docs/contract.md §5, docs/operations.md
 // "Backup and restore"): a consistent copy of the embedded store. A running
 // serve holds the bbolt file with an exclusive lock, so it makes the copy:
 // it listens on a Unix socket in the data directory (mode 0600) and streams

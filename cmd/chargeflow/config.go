@@ -17,7 +17,7 @@ import (
 	"github.com/chargeflow/chargeflow/session"
 )
 
-// setting is one configuration variable of docs/service.md §4. Its flag is the
+// setting is one configuration variable of docs/contract.md §4. Its flag is the
 // variable's name without CHARGEFLOW_, lower case, '_' → '-'
 // (CHARGEFLOW_HTTP_ADDR ⇔ --http-addr).
 type setting struct {

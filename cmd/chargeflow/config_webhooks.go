@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// webhookConfig is the webhook sender's configuration (docs/service.md §4).
+// webhookConfig is the webhook sender's configuration (docs/contract.md §4).
 type webhookConfig struct {
 	// URL is empty when webhooks are off.
 	URL, Secret string

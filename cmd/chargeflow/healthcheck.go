@@ -13,7 +13,7 @@ import (
 
 func init() { commands["healthcheck"] = runHealthcheck }
 
-// runHealthcheck asks a running service whether it is up (docs/service.md
+// runHealthcheck asks a running service whether it is up (docs/contract.md
 // §5), for images that have no curl: nil when the URL answers 200, an error
 // naming the URL and what came back otherwise. By default it asks /healthz on
 // the loopback address of the port CHARGEFLOW_HTTP_ADDR names, so a container

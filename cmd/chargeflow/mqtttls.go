@@ -8,7 +8,7 @@ import (
 	"github.com/chargeflow/chargeflow/charger"
 )
 
-// MQTT over TLS settings (docs/service.md §4, docs/operations.md "MQTT over
+// MQTT over TLS settings (docs/contract.md §4, docs/operations.md "MQTT over
 // TLS"): the embedded broker's TLS listener, and the CA the paho link and
 // the simulator trust.
 

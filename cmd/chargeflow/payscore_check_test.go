@@ -50,7 +50,7 @@ func payscoreCheck(t *testing.T, file string) (string, error) {
 }
 
 // TestPayScoreCheck: the go-live probe from the command line against the
-// sandbox (docs/service.md §5): every step passes and the order ends cancelled;
+// sandbox (docs/contract.md §5): every step passes and the order ends cancelled;
 // a sandbox that does not own the configured service id fails create and
 // says why; a sandbox holding another key fails on the signature.
 func TestPayScoreCheck(t *testing.T) {

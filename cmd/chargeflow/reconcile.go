@@ -16,7 +16,7 @@ import (
 func init() { commands["reconcile"] = runReconcile }
 
 // exitError is an error with the process exit code it stands for
-// (docs/service.md §5: reconcile exits 1 with differences, 2 when it could
+// (docs/contract.md §5: reconcile exits 1 with differences, 2 when it could
 // not run).
 type exitError struct {
 	code int
@@ -42,7 +42,7 @@ func exitCode(err error) int {
 var errDifferences = errors.New("the books differ")
 
 // runReconcile is `chargeflow reconcile --date YYYY-MM-DD [--config F]`
-// (docs/service.md §5): it reconciles that Beijing day against Huifu's
+// (docs/contract.md §5): it reconciles that Beijing day against Huifu's
 // trade bill with the same settings as serve, prints the report and stores
 // it. Exit 0: no differences; 1: differences; 2: it could not run.
 func runReconcile(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

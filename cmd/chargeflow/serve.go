@@ -36,7 +36,7 @@ func runServe(ctx context.Context, args []string, getenv func(string) string, st
 	if err != nil {
 		return err
 	}
-	// Every line names the instance (docs/service.md §4: CHARGEFLOW_INSTANCE_ID is a log field).
+	// Every line names the instance (docs/contract.md §4: CHARGEFLOW_INSTANCE_ID is a log field).
 	log := newLogger(cfg.LogFormat, stderr).With("instance", cfg.InstanceID)
 	a := &app{cfg: cfg, log: log, stdout: stdout}
 	defer a.close()

@@ -11,7 +11,7 @@ import (
 )
 
 // startWebhooks registers the webhook metrics and, when CHARGEFLOW_WEBHOOK_URL
-// is set, runs the sender until ctx ends (docs/service.md §3 "Webhooks").
+// is set, runs the sender until ctx ends (docs/contract.md §3 "Webhooks").
 // The metrics exist either way, so that a dashboard shows zeros rather than
 // gaps; the engine queues events only when the URL is set.
 func (a *app) startWebhooks(ctx context.Context, cfg *Config, st store.Store, met *metrics.Metrics) error {

@@ -17,7 +17,7 @@ func init() { commands["version"] = runVersion }
 // build information's vcs.revision wins when there is one.
 var buildRevision string
 
-// runVersion prints what the binary was built from (docs/service.md §5): the
+// runVersion prints what the binary was built from (docs/contract.md §5): the
 // module version, the VCS revision and time, and the Go version.
 func runVersion(_ context.Context, args []string, _ func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("version", flag.ContinueOnError)

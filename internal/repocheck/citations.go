@@ -111,7 +111,7 @@ func (r *Repo) has(name string) bool {
 }
 
 var (
-	// docRef is a path into docs/ with an extension: docs/service.md,
+	// docRef is a path into docs/ with an extension: docs/contract.md,
 	// ../docs/board.png. The character before must not continue a name.
 	docRef = regexp.MustCompile(`(?:^|[^A-Za-z0-9_-])((?:\.\./|\./)*docs/[A-Za-z0-9_./-]*\.[A-Za-z0-9]+)`)
 	// section is a § reference: § and a number, dotted for a subsection; a
@@ -125,15 +125,15 @@ var (
 
 // outside lists the ways a text cites a document that is not in the
 // repository, each with what to cite instead. A match that is part of a
-// docs/ path (docs/service.md) or of a relative Markdown link inside docs/
-// ("](service.md)") is not outside.
+// docs/ path (docs/contract.md) or of a relative Markdown link inside docs/
+// ("](contract.md)") is not outside.
 var outside = []struct {
 	re   *regexp.Regexp
 	what string
 	fix  string
 }{
 	{regexp.MustCompile(`service\.md`), "the contract's service.md",
-		"cite docs/service.md §N (numbered like the contract: §1 machine … §7 concurrency)"},
+		"cite docs/contract.md §N (numbered like the contract: §1 machine … §7 concurrency)"},
 	{regexp.MustCompile(`charger-mqtt\.md`), "charger-mqtt.md, which is not in the repository",
 		"cite docs/protocol.md (§1 connection, §2 topics, §3 charger, §4 cloud, §5 implementation, §6 simulator)"},
 	{regexp.MustCompile(`huifu-payscore\.md`), "huifu-payscore.md, which is not in the repository",
@@ -142,9 +142,9 @@ var outside = []struct {
 		"cite docs/payscore.md §N"},
 	{regexp.MustCompile(`\.\./shared\b|/work/|\bshared/(?:spec|notes)\b|\bnotes/[A-Za-z0-9_-]+\.md|\bdependencies\.md|\bstyle\.md`),
 		"a file outside the repository",
-		"cite the docs/ file that says it (docs/service.md, docs/protocol.md, docs/payscore.md, docs/architecture.md, …), or say it in the comment"},
+		"cite the docs/ file that says it (docs/contract.md, docs/protocol.md, docs/payscore.md, docs/architecture.md, …), or say it in the comment"},
 	{regexp.MustCompile(`\b[Tt]he spec\b|\bspec's\b|\(spec[:)]`), `"the spec", a document outside the repository`,
-		"cite docs/service.md §N, docs/protocol.md §N or docs/payscore.md §N"},
+		"cite docs/contract.md §N, docs/protocol.md §N or docs/payscore.md §N"},
 }
 
 // Exempt names files a check passes over (slash-separated, relative to the
@@ -191,7 +191,8 @@ func CheckCitations(r *Repo, ex Exempt) ([]Problem, error) {
 
 	var problems []Problem
 	for _, f := range r.Files {
-		isGo, isMD := strings.HasSuffix(f, ".go"), strings.HasSuffix(f, ".md")
+		// Code comments (Go, and the board's JavaScript) and Markdown.
+		isGo, isMD := strings.HasSuffix(f, ".go") || strings.HasSuffix(f, ".js"), strings.HasSuffix(f, ".md")
 		if (!isGo && !isMD) || slices.Contains(ex.Skip, f) {
 			continue
 		}
@@ -271,7 +272,7 @@ func CheckCitations(r *Repo, ex Exempt) ([]Problem, error) {
 				case isGo && prevRef != "":
 					doc = prevRef
 				default:
-					report("§%s names no document: cite docs/service.md §%s, docs/payscore.md §%s or docs/protocol.md §%s", num, num, num, num)
+					report("§%s names no document: cite docs/contract.md §%s, docs/payscore.md §%s or docs/protocol.md §%s", num, num, num, num)
 					continue
 				}
 				if !strings.HasSuffix(doc, ".md") {

@@ -31,8 +31,8 @@ func TestCitations(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !r.has("docs/service.md") || !r.has("go.mod") {
-		t.Fatalf("the file list of %s lacks docs/service.md or go.mod: %d files", r.Root, len(r.Files))
+	if !r.has("docs/contract.md") || !r.has("go.mod") {
+		t.Fatalf("the file list of %s lacks docs/contract.md or go.mod: %d files", r.Root, len(r.Files))
 	}
 	problems, err := CheckCitations(r, exempt(r))
 	if err != nil {
@@ -57,7 +57,7 @@ func TestCheckCitationsFinds(t *testing.T) {
 		}
 	}
 	write("go.mod", "module example\n")
-	write("docs/service.md", "# Contract\n\n## 1. The machine\n\n### 1.2 Timers\n\n## 2. Money\n\n```\n## 9. not a heading (code)\n```\n\nSee §2 and §7.\n")
+	write("docs/contract.md", "# Contract\n\n## 1. The machine\n\n### 1.2 Timers\n\n## 2. Money\n\n```\n## 9. not a heading (code)\n```\n\nSee §2 and §7.\n")
 	write("docs/plain.md", "# No numbers\n\n## Intro\n")
 	write("docs/board.png", "png")
 
@@ -66,13 +66,13 @@ func TestCheckCitationsFinds(t *testing.T) {
 		want string // "" = clean; else a word the problem must contain
 	}{
 		{"// bare (§2).", "names no document"},
-		{"// the machine (docs/service.md §1).", ""},
-		{"// timers (docs/service.md §1.2, §2).", ""},
+		{"// the machine (docs/contract.md §1).", ""},
+		{"// timers (docs/contract.md §1.2, §2).", ""},
 		{"// a picture: docs/board.png.", ""},
-		{"// no such section (docs/service.md §3).", "has no §3"},
+		{"// no such section (docs/contract.md §3).", "has no §3"},
 		{"// no such file (docs/nope.md).", "does not exist"},
 		{"// plain has no sections (docs/plain.md §1).", "none"},
-		{"// the contract (service.md §1).", "cite docs/service.md §1 "},
+		{"// the contract (service.md §1).", "cite docs/contract.md §1 "},
 		{"// the protocol (charger-mqtt.md).", "docs/protocol.md"},
 		{"// the profile (huifu-payscore.md §4).", "docs/payscore.md"},
 		{"// Huifu (profile §4).", "cite docs/payscore.md §4"},
@@ -80,8 +80,8 @@ func TestCheckCitationsFinds(t *testing.T) {
 		{"// see /work/shared/notes/dependencies.md", "outside"},
 		{"// the spec's ACL", "the spec"},
 		{"// default 10s (spec)", "the spec"},
-		{"var specs = 1 // many specs, and docs/service.md §2", ""},
-		{"// a wrapped citation (docs/service.md §1,", ""},
+		{"var specs = 1 // many specs, and docs/contract.md §2", ""},
+		{"// a wrapped citation (docs/contract.md §1,", ""},
 		{"// §2): the line before names the document.", ""},
 	}
 	var src strings.Builder
@@ -94,19 +94,19 @@ func TestCheckCitationsFinds(t *testing.T) {
 		line string
 		want string
 	}{
-		{"The contract: [`docs/service.md §2`](docs/service.md).", ""},
+		{"The contract: [`docs/contract.md §2`](docs/contract.md).", ""},
 		{"A bare §1 in a file outside docs/.", "names no document"},
 		{"A [dead link](docs/gone.md).", "does not exist"},
-		{"A [web link](https://example.com/service.md) is not checked for existence.", "docs/service.md §N"},
+		{"A [web link](https://example.com/service.md) is not checked for existence.", "docs/contract.md §N"},
 	}
 	var md strings.Builder
 	for _, c := range mdCases {
 		md.WriteString(c.line + "\n")
 	}
 	write("README.md", md.String())
-	write("docs/api.md", "Self: §1 of this file does not exist.\nThe contract [`docs/service.md §1`](service.md) and its §2.\nA [relative link](service.md) and one [gone](nothing.md).\n")
+	write("docs/api.md", "Self: §1 of this file does not exist.\nThe contract [`docs/contract.md §1`](contract.md) and its §2.\nA [relative link](contract.md) and one [gone](nothing.md).\n")
 
-	r := &Repo{Root: dir, Files: []string{"README.md", "docs/api.md", "docs/board.png", "docs/plain.md", "docs/service.md", "go.mod", "pkg/x.go"}}
+	r := &Repo{Root: dir, Files: []string{"README.md", "docs/api.md", "docs/board.png", "docs/contract.md", "docs/plain.md", "go.mod", "pkg/x.go"}}
 	problems, err := CheckCitations(r, Exempt{})
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +137,7 @@ func TestCheckCitationsFinds(t *testing.T) {
 	check("docs/api.md", 1, "self §1", "docs/api.md has no §1")
 	check("docs/api.md", 2, "service §1, §2", "")
 	check("docs/api.md", 3, "links", "nothing.md")
-	check("docs/service.md", 13, "See §2 and §7.", "has no §7")
+	check("docs/contract.md", 13, "See §2 and §7.", "has no §7")
 	for k, msgs := range got {
 		t.Errorf("unexpected problem at %s: %q", k, msgs)
 	}

@@ -172,7 +172,7 @@ async function loadAnomalies() {
 }
 
 // loadReconciliations reads the last days reconciled against Huifu's bill,
-// and the differing lines of those that have some (docs/service.md §6).
+// and the differing lines of those that have some (docs/contract.md §6).
 async function loadReconciliations() {
   const r = await api('/v1/reconciliations?limit=7');
   const days = r?.reconciliations ?? [];

@@ -20,7 +20,7 @@ export const STATE_COLOR = {
 };
 
 // How long a session may stay in a state before it is called stuck, when no
-// timer of its own will move it (service.md §1 defaults: confirm 5 min,
+// timer of its own will move it (docs/contract.md §1 defaults: confirm 5 min,
 // start 60 s, stop 60 s; a debit is normally answered within minutes).
 // Charging has no limit: a car may charge for hours.
 export const STATE_LIMIT_MS = {
