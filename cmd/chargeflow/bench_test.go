@@ -145,11 +145,9 @@ func TestBenchSkipsExternalRows(t *testing.T) {
 	}
 }
 
-func TestBenchEngine(t *testing.T) {
-	out, errOut, err := runBenchCmd(t, "--scenario", "engine", "--sessions", "3", "--duration", "200ms", "--json")
-	if err != nil {
-		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, errOut, out)
-	}
+// singleJSONRow reads the one row a --json run printed.
+func singleJSONRow(t *testing.T, out string) benchRow {
+	t.Helper()
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 1 {
 		t.Fatalf("want one JSON row, got:\n%s", out)
@@ -158,6 +156,15 @@ func TestBenchEngine(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[0]), &row); err != nil {
 		t.Fatalf("row is not JSON: %v\n%s", err, out)
 	}
+	return row
+}
+
+func TestBenchEngine(t *testing.T) {
+	out, errOut, err := runBenchCmd(t, "--scenario", "engine", "--sessions", "3", "--duration", "200ms", "--json")
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, errOut, out)
+	}
+	row := singleJSONRow(t, out)
 	if row.Scenario != "engine.sessions" || row.Error != "" {
 		t.Fatalf("row %+v", row)
 	}
@@ -250,14 +257,7 @@ func TestBenchValley(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, errOut, out)
 	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if len(lines) != 1 {
-		t.Fatalf("want one JSON row, got:\n%s", out)
-	}
-	var row benchRow
-	if err := json.Unmarshal([]byte(lines[0]), &row); err != nil {
-		t.Fatalf("row is not JSON: %v\n%s", err, out)
-	}
+	row := singleJSONRow(t, out)
 	if row.Scenario != "valley.embedded" || row.Error != "" {
 		t.Fatalf("row %+v", row)
 	}

@@ -340,9 +340,38 @@ func (s *Store) ListSessions(ctx context.Context, f store.Filter) (store.Page, e
 	if err != nil {
 		return store.Page{}, err
 	}
-	key := s.listKey(f.Index())
 	var page store.Page
-	last, scanned := after, 0
+	page.NextCursor, err = s.lexPage(ctx, s.listKey(f.Index()), after, limit,
+		func(p redis.Pipeliner, k string) *redis.StringCmd {
+			return p.HGet(ctx, s.recKey(store.SortKeyID(k)), "d")
+		},
+		func(k string, b []byte) (bool, error) {
+			sess, err := store.DecodeSession(s.recKey(store.SortKeyID(k)), b)
+			if err != nil {
+				return false, err
+			}
+			if !f.Matches(sess) || store.SortKey(sess) != k {
+				return false, nil
+			}
+			page.Sessions = append(page.Sessions, sess)
+			return true, nil
+		})
+	if err != nil {
+		return store.Page{}, err
+	}
+	return page, nil
+}
+
+// lexPage walks the sorted set key newest first (by member) from after,
+// reading each member's record through get, one pipeline per batch, and
+// hands every record found to take, which says whether it went on the page.
+// It stops when the page holds limit entries, at the end of the set, or
+// after maxScan members, and returns the cursor to go on from ("" at the
+// end). Every hit is checked against its record by take: an index entry
+// may be stale.
+func (s *Store) lexPage(ctx context.Context, key, after string, limit int,
+	get func(p redis.Pipeliner, member string) *redis.StringCmd, take func(member string, b []byte) (bool, error)) (string, error) {
+	last, scanned, taken := after, 0, 0
 	for scanned < maxScan {
 		max := "+"
 		if last != "" {
@@ -351,48 +380,48 @@ func (s *Store) ListSessions(ctx context.Context, f store.Filter) (store.Page, e
 		batch := int64(min(limit+1, maxScan-scanned))
 		keys, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: key, Start: max, Stop: "-", ByLex: true, Rev: true, Count: batch}).Result()
 		if err != nil {
-			return store.Page{}, mapErr(err)
+			return "", mapErr(err)
 		}
 		cmds := make([]*redis.StringCmd, len(keys))
 		if len(keys) > 0 {
 			_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
 				for i, k := range keys {
-					cmds[i] = p.HGet(ctx, s.recKey(store.SortKeyID(k)), "d")
+					cmds[i] = get(p, k)
 				}
 				return nil
 			})
 			if err != nil && !errors.Is(err, redis.Nil) {
-				return store.Page{}, mapErr(err)
+				return "", mapErr(err)
 			}
 		}
 		for i, k := range keys {
-			if len(page.Sessions) == limit {
-				page.NextCursor = store.EncodeCursor(last)
-				return page, nil
+			if taken == limit {
+				return store.EncodeCursor(last), nil
 			}
 			last = k
 			scanned++
+			if cmds[i] == nil {
+				continue
+			}
 			b, err := cmds[i].Bytes()
 			if errors.Is(err, redis.Nil) {
 				continue
 			} else if err != nil {
-				return store.Page{}, mapErr(err)
+				return "", mapErr(err)
 			}
-			id := store.SortKeyID(k)
-			sess, err := store.DecodeSession(s.recKey(id), b)
+			ok, err := take(k, b)
 			if err != nil {
-				return store.Page{}, err
+				return "", err
 			}
-			if f.Matches(sess) && store.SortKey(sess) == k {
-				page.Sessions = append(page.Sessions, sess)
+			if ok {
+				taken++
 			}
 		}
 		if int64(len(keys)) < batch {
-			return page, nil // the end of the list
+			return "", nil // the end of the list
 		}
 	}
-	page.NextCursor = store.EncodeCursor(last)
-	return page, nil
+	return store.EncodeCursor(last), nil
 }
 
 // CountByState implements store.Store.

@@ -415,60 +415,28 @@ func (s *Store) ListDeliveries(ctx context.Context, f store.DeliveryFilter) (sto
 	case store.DeliveryFailed:
 		key = s.whFailKey()
 	}
-	last, scanned := after, 0
-	for scanned < maxScan {
-		max := "+"
-		if last != "" {
-			max = "(" + last
-		}
-		batch := int64(min(limit+1, maxScan-scanned))
-		keys, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: key, Start: max, Stop: "-", ByLex: true, Rev: true, Count: batch}).Result()
-		if err != nil {
-			return page, mapErr(err)
-		}
-		cmds := make([]*redis.StringCmd, len(keys))
-		if len(keys) > 0 {
-			_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-				for i, k := range keys {
-					if sess, seq, err := store.ParseEventID(store.LogKeyID(k)); err == nil {
-						cmds[i] = p.HGet(ctx, s.whKey(sess), "d:"+strconv.FormatInt(seq, 10))
-					}
-				}
-				return nil
-			})
-			if err != nil && !errors.Is(err, redis.Nil) {
-				return page, mapErr(err)
+	page.NextCursor, err = s.lexPage(ctx, key, after, limit,
+		func(p redis.Pipeliner, k string) *redis.StringCmd {
+			sess, seq, err := store.ParseEventID(store.LogKeyID(k))
+			if err != nil {
+				return nil // not a delivery's entry: skipped
 			}
-		}
-		for i, k := range keys {
-			if len(page.Deliveries) == limit {
-				page.NextCursor = store.EncodeCursor(last)
-				return page, nil
-			}
-			last = k
-			scanned++
-			if cmds[i] == nil {
-				continue
-			}
-			b, err := cmds[i].Bytes()
-			if errors.Is(err, redis.Nil) {
-				continue
-			} else if err != nil {
-				return page, mapErr(err)
-			}
+			return p.HGet(ctx, s.whKey(sess), "d:"+strconv.FormatInt(seq, 10))
+		},
+		func(k string, b []byte) (bool, error) {
 			var d store.Delivery
 			if err := store.DecodeJSON(key+" "+k, b, &d); err != nil {
-				return page, err
+				return false, err
 			}
-			if f.Matches(d) && d.LogKey() == k {
-				page.Deliveries = append(page.Deliveries, d)
+			if !f.Matches(d) || d.LogKey() != k {
+				return false, nil
 			}
-		}
-		if int64(len(keys)) < batch {
-			return page, nil
-		}
+			page.Deliveries = append(page.Deliveries, d)
+			return true, nil
+		})
+	if err != nil {
+		return store.DeliveryPage{}, err
 	}
-	page.NextCursor = store.EncodeCursor(last)
 	return page, nil
 }
 
