@@ -255,6 +255,47 @@ type Commit struct {
 	// the same step (see Webhooks); the n-th must have the id
 	// EventID(session, ExpectedVersion+1, n, nonce).
 	Webhooks []WebhookEvent
+	// Lease, when set, leases the effect tasks this commit adds in the same
+	// step, so that the committing process performs them at once instead of
+	// waiting for a Claim (see CommitLease). nil: no lease.
+	Lease *CommitLease
+}
+
+// CommitLease asks a Commit (or CreateSession) to lease, under Token until
+// Until, every effect task the commit ADDS whose due time is not after
+// DueBy, exactly as a Claim at DueBy by the token's owner would have: the
+// task is not claimable by anyone until Until, Complete and Retry take the
+// token, ReleaseLeases releases it by the token's owner. A task already
+// pending (its effect id was added by an earlier commit) is kept as it is
+// and not granted; a task due after DueBy is added without a lease.
+// A disarm is never leased.
+type CommitLease struct {
+	// Token is the lease token: LeaseToken(owner, random).
+	Token string
+	// Until is the end of the lease; DueBy bounds the due times leased.
+	Until, DueBy time.Time
+	// Granted is filled by a successful commit with the tasks it leased
+	// (Owner, Lease and LeaseUntil set, Tries 0), in the order of the
+	// commit's effects; empty when it leased none or the commit failed.
+	Granted []Task
+}
+
+// LeaseFor reports whether l leases a task added with effect e due at due
+// (l may be nil), for the adapters.
+func (l *CommitLease) LeaseFor(e fsm.Effect, due time.Time) bool {
+	return l != nil && e.Kind != fsm.EffDisarmTimer && !due.After(l.DueBy.Truncate(time.Millisecond))
+}
+
+// Grant records that the commit leased e's task (session sid, due at due).
+// An effect id given twice in one commit is granted once.
+func (l *CommitLease) Grant(sid string, e fsm.Effect, due time.Time) {
+	for _, g := range l.Granted {
+		if g.ID == e.ID {
+			return
+		}
+	}
+	l.Granted = append(l.Granted, Task{ID: e.ID, SessionID: sid, Effect: e, DueAt: due.Truncate(time.Millisecond),
+		Owner: LeaseOwner(l.Token), Lease: l.Token, LeaseUntil: l.Until.Truncate(time.Millisecond)})
 }
 
 // Filter selects sessions for ListSessions. Empty fields match everything.
@@ -385,6 +426,12 @@ func CheckCommit(c Commit, create bool) (fsm.Session, error) {
 		return s, fmt.Errorf("%w: commit with expected version %d", ErrInvalid, c.ExpectedVersion)
 	case create && s.ChargerID == "":
 		return s, fmt.Errorf("%w: session %s without charger", ErrInvalid, s.ID)
+	}
+	if l := c.Lease; l != nil {
+		l.Granted = nil
+		if l.Token == "" || !l.Until.After(l.DueBy) {
+			return s, fmt.Errorf("%w: commit lease needs a token and an end after its due bound", ErrInvalid)
+		}
 	}
 	for _, e := range c.Effects {
 		if e.Kind == fsm.EffDisarmTimer {

@@ -33,6 +33,26 @@ func (t taskRec) next() int64 {
 	return t.Due
 }
 
+// leaseAdded leases a task a commit adds when the commit asks for it
+// (store.CommitLease): its due entry then sits at the lease's end, as a
+// claimed task's does.
+func leaseAdded(t *taskRec, sessionID string, l *store.CommitLease) {
+	due := store.FromMillis(t.Due)
+	if !l.LeaseFor(t.Effect, due) {
+		return
+	}
+	t.Lease, t.LeaseUntil = l.Token, store.Millis(l.Until)
+	l.Grant(sessionID, t.Effect, due)
+}
+
+// leaseOutcome forgets the grants of a commit that failed.
+func leaseOutcome(l *store.CommitLease, err error) error {
+	if err != nil && l != nil {
+		l.Granted = nil
+	}
+	return err
+}
+
 func (t taskRec) task(session, id string) store.Task {
 	return store.Task{ID: id, SessionID: session, Effect: t.Effect, DueAt: store.FromMillis(t.Due),
 		Tries: t.Tries, Owner: store.LeaseOwner(t.Lease), Lease: t.Lease,

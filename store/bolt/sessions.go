@@ -30,7 +30,7 @@ func (s *Store) CreateSession(ctx context.Context, c store.Commit) error {
 	if err != nil {
 		return err
 	}
-	return s.update(ctx, func(tx *bolt.Tx, w *writeState) error {
+	err = s.update(ctx, func(tx *bolt.Tx, w *writeState) error {
 		if tx.Bucket(bSessions).Get([]byte(rec.ID)) != nil {
 			return fmt.Errorf("session %s: %w", rec.ID, store.ErrExists)
 		}
@@ -42,6 +42,7 @@ func (s *Store) CreateSession(ctx context.Context, c store.Commit) error {
 		}
 		return s.write(tx, w, nil, rec, c)
 	})
+	return leaseOutcome(c.Lease, err)
 }
 
 // Commit implements store.Store.
@@ -50,7 +51,7 @@ func (s *Store) Commit(ctx context.Context, c store.Commit) error {
 	if err != nil {
 		return err
 	}
-	return s.update(ctx, func(tx *bolt.Tx, w *writeState) error {
+	err = s.update(ctx, func(tx *bolt.Tx, w *writeState) error {
 		old, err := getSession(tx, rec.ID)
 		if err != nil {
 			return err
@@ -60,10 +61,14 @@ func (s *Store) Commit(ctx context.Context, c store.Commit) error {
 		}
 		return s.write(tx, w, &old, rec, c)
 	})
+	return leaseOutcome(c.Lease, err)
 }
 
 // write stores rec (replacing old, nil when new) with everything it implies.
 func (s *Store) write(tx *bolt.Tx, w *writeState, old *fsm.Session, rec fsm.Session, c store.Commit) error {
+	if c.Lease != nil {
+		c.Lease.Granted = nil // a transaction run again starts afresh
+	}
 	data, err := store.MarshalSession(rec)
 	if err != nil {
 		return err
@@ -152,6 +157,7 @@ func (s *Store) write(tx *bolt.Tx, w *writeState, old *fsm.Session, rec fsm.Sess
 			continue
 		}
 		t := taskRec{Effect: e, Due: store.Millis(store.TaskDue(e, rec))}
+		leaseAdded(&t, rec.ID, c.Lease)
 		b, err := json.Marshal(t)
 		if err != nil {
 			return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/chargeflow/chargeflow/fsm"
 	"github.com/chargeflow/chargeflow/store"
 )
 
@@ -157,6 +158,34 @@ func (s *Store) sweepGone(ctx context.Context, nowMs int64) error {
 		}
 	}
 	return nil
+}
+
+// leasedMeta is the metadata of a task a commit adds (meta), leased to the
+// commit's lease when it asks for one (store.CommitLease), and the task's
+// score in the due index: a leased task's entry sits at the lease's end, as a
+// claimed task's does (so Claim passes it by and ReleaseLeases finds it).
+// The commit script adds the metadata only to a task not already pending.
+func leasedMeta(l *store.CommitLease, e fsm.Effect, dueMs int64) (string, float64) {
+	if !l.LeaseFor(e, store.FromMillis(dueMs)) {
+		return meta(dueMs), float64(dueMs)
+	}
+	until := store.Millis(l.Until)
+	return strconv.FormatInt(dueMs, 10) + "\n" + strconv.FormatInt(until, 10) + "\n0\n" + l.Token, float64(until)
+}
+
+// grantAdded records in l the leased tasks among those the commit script
+// added to rec's session (a task already pending was not added, so it is
+// not granted).
+func grantAdded(l *store.CommitLease, rec fsm.Session, effects []fsm.Effect, added []string) {
+	if l == nil {
+		return
+	}
+	for _, e := range effects {
+		due := store.TaskDue(e, rec)
+		if l.LeaseFor(e, due) && slices.Contains(added, e.ID) {
+			l.Grant(rec.ID, e, due)
+		}
+	}
 }
 
 func randomBytes() []byte {

@@ -113,9 +113,9 @@ func (s *Store) apply(ctx context.Context, mode string, c store.Commit, rec fsm.
 		if err != nil {
 			return err
 		}
-		ms := store.Millis(store.TaskDue(e, rec))
-		args = append(args, "a", e.ID, b, meta(ms))
-		due[e.ID] = float64(ms)
+		m, score := leasedMeta(c.Lease, e, store.Millis(store.TaskDue(e, rec))) // outbox.go
+		args = append(args, "a", e.ID, b, m)
+		due[e.ID] = score
 	}
 
 	deliveries, err := store.NewDeliveries(rec.ID, rec.Version, c.Webhooks)
@@ -165,6 +165,7 @@ func (s *Store) apply(ctx context.Context, mode string, c store.Commit, rec fsm.
 	}
 	oldJSON, _ := res[1].(string)
 	added, removed := strs(res[2]), strs(res[3])
+	grantAdded(c.Lease, rec, c.Effects, added) // outbox.go
 
 	// The transition is committed: what follows only tidies derived data, so
 	// it runs even if the caller's context ends now.

@@ -142,6 +142,7 @@ func Run(t *testing.T, newOpener func(t *testing.T) Opener) {
 		{"TimersAcrossReopen", testTimersAcrossReopen},
 		{"ReleaseLeases", testReleaseLeases},
 		{"ReleaseLeasesMany", testReleaseLeasesMany},
+		{"CommitLease", testCommitLease},
 		{"DurableReopen", testDurableReopen},
 		{"Idempotency", testIdempotency},
 		{"Paging", testPaging},
