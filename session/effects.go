@@ -27,7 +27,10 @@ const (
 // give up and record an anomaly. Every effect that acts on a session first
 // asks the machine whether the session still wants it (fsm.Machine.Wants),
 // so an entry performed late or twice does no harm.
-func (e *Engine) perform(ctx context.Context, eff fsm.Effect) (string, error) {
+//
+// rec, when not nil, is the session as the commit that asked for eff left it
+// (the immediate path): the machine is asked about it instead of a reload.
+func (e *Engine) perform(ctx context.Context, eff fsm.Effect, rec *fsm.Session) (string, error) {
 	switch eff.Kind {
 	case fsm.EffArmTimer:
 		// The machine itself ignores a timer that is no longer armed.
@@ -38,9 +41,14 @@ func (e *Engine) perform(ctx context.Context, eff fsm.Effect) (string, error) {
 	case fsm.EffQueryOrder:
 		return outcomeDone, e.reconcile(ctx, eff.Session)
 	}
-	s, err := e.store.GetSession(ctx, eff.Session)
-	if err != nil {
-		return "", err
+	var s fsm.Session
+	if rec != nil && rec.ID == eff.Session {
+		s = *rec
+	} else {
+		var err error
+		if s, err = e.store.GetSession(ctx, eff.Session); err != nil {
+			return "", err
+		}
 	}
 	if ok, why := e.machine.Wants(s, eff, e.now()); !ok {
 		e.log.Debug("effect no longer wanted", "session", s.ID, "effect", eff.Kind, "why", why)

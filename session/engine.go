@@ -91,6 +91,11 @@ type Config struct {
 	// Webhooks: every transition and refund outcome is also queued as a
 	// webhook event with its commit (webhooks.go).
 	Webhooks bool
+	// ImmediateWindow bounds the commits whose effects this instance
+	// performs at once, leased by the commit itself (immediate.go); 0 means
+	// DefaultImmediateWindow, a negative value turns the immediate path off
+	// (every effect waits for a worker's Claim).
+	ImmediateWindow int
 }
 
 func (c *Config) defaults() {
@@ -136,6 +141,9 @@ func (c *Config) defaults() {
 	if c.InstanceID == "" {
 		c.InstanceID = "chargeflow"
 	}
+	if c.ImmediateWindow == 0 {
+		c.ImmediateWindow = DefaultImmediateWindow
+	}
 }
 
 // Engine runs sessions. It is safe for concurrent use; Run owns the workers.
@@ -150,6 +158,7 @@ type Engine struct {
 	now     func() time.Time
 
 	kick chan struct{} // wakes the workers after a commit
+	imm  immediate     // the immediate path (immediate.go)
 	// acks holds txn acknowledgements to publish. They are sent by Run's
 	// acker, never from the charger handler: a link's handler must not wait
 	// on the same link's publishes. Best effort: a charger re-sends an
@@ -173,8 +182,12 @@ func New(cfg Config, st store.Store, pay PayScore, cmd Commander, log *slog.Logg
 	if now == nil {
 		now = time.Now
 	}
-	return &Engine{cfg: cfg, machine: m, store: st, pay: pay, cmd: cmd, log: log, obs: obs, now: now,
-		kick: make(chan struct{}, 1), acks: make(chan txnAck, 4096), heard: map[string]time.Time{}}, nil
+	e := &Engine{cfg: cfg, machine: m, store: st, pay: pay, cmd: cmd, log: log, obs: obs, now: now,
+		kick: make(chan struct{}, 1), acks: make(chan txnAck, 4096), heard: map[string]time.Time{}}
+	if cfg.ImmediateWindow > 0 {
+		e.imm.slots = make(chan struct{}, cfg.ImmediateWindow)
+	}
+	return e, nil
 }
 
 // maxConflicts bounds the reload-and-reapply loop on version conflicts.
@@ -224,7 +237,14 @@ func (e *Engine) apply(ctx context.Context, id string, ev fsm.Event, src source)
 			}
 		}
 		c.Webhooks = e.webhookEvents(s.ID, s.Version+1, ev, r, c.ChangeData)
+		sl := e.reserve(r.Session, r.Effects, e.now()) // immediate.go
+		if sl != nil {
+			c.Lease = sl.lease
+		}
 		err = e.store.Commit(ctx, c)
+		if err != nil {
+			sl.release()
+		}
 		if errors.Is(err, store.ErrVersionConflict) {
 			continue
 		}
@@ -232,7 +252,8 @@ func (e *Engine) apply(ctx context.Context, id string, ev fsm.Event, src source)
 			return fsm.Result{}, fmt.Errorf("commit %s: %w", ev.Type, err)
 		}
 		r.Session.Version = s.Version + 1
-		e.committed(ctx, s, ev, r, src)
+		e.committed(ctx, s, ev, r, src, sl == nil || len(sl.lease.Granted) == 0)
+		sl.perform(r.Session)
 		return r, e.durableEvent(ctx, id, ev) // session/durable.go
 	}
 	return fsm.Result{}, fmt.Errorf("apply %s to %s: %w after %d attempts", ev.Type, id, store.ErrVersionConflict, maxConflicts)
@@ -267,8 +288,9 @@ func (e *Engine) changeData(ctx context.Context, s fsm.Session, added []fsm.Hist
 	return json.Marshal(NewView(s, append(history, added...)))
 }
 
-// committed logs, counts and wakes the workers after a commit.
-func (e *Engine) committed(ctx context.Context, before fsm.Session, ev fsm.Event, r fsm.Result, src source) {
+// committed logs, counts and wakes the workers after a commit (wake: the
+// immediate path was granted none of its effects).
+func (e *Engine) committed(ctx context.Context, before fsm.Session, ev fsm.Event, r fsm.Result, src source, wake bool) {
 	for _, h := range r.History {
 		e.log.Info("transition", "session", before.ID, "charger", before.ChargerID, "out_order_no", before.OutOrderNo,
 			"from", h.From, "to", h.To, "event", h.Event, "by", h.By, "note", h.Note)
@@ -277,7 +299,7 @@ func (e *Engine) committed(ctx context.Context, before fsm.Session, ev fsm.Event
 		}
 	}
 	e.anomalies(ctx, r.Session, ev, r.Anomalies, src)
-	if len(r.Effects) > 0 {
+	if wake && len(r.Effects) > 0 {
 		e.wake()
 	}
 }
@@ -321,6 +343,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	} else if n > 0 {
 		e.log.Info("released the claims of a previous run", "tasks", n)
 	}
+	e.imm.open(ctx)
+	defer e.imm.close() // waits for the immediate performs in flight
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -384,7 +408,7 @@ func (e *Engine) RunOnce(ctx context.Context, owner string, max int) (int, error
 		return 0, err
 	}
 	for _, t := range tasks {
-		e.performTask(ctx, t)
+		e.performTask(ctx, t, nil)
 	}
 	return len(tasks), nil
 }
@@ -417,12 +441,16 @@ func (e errDefer) Error() string {
 
 func deferUntil(t time.Time) error { return errDefer{until: t} }
 
-func (e *Engine) performTask(ctx context.Context, t store.Task) {
+// performTask performs a leased task — claimed by a worker, or granted by
+// its commit (immediate.go) — and settles it: Complete, or Retry with a
+// back-off or the deferral perform asked for. rec, when not nil, is the
+// session as just committed (the immediate path), read instead of the store.
+func (e *Engine) performTask(ctx context.Context, t store.Task, rec *fsm.Session) {
 	// Each effect gets a bounded time; a context cancelled by shutdown
 	// leaves the entry leased, and it comes back after the lease.
 	pctx, cancel := context.WithTimeout(ctx, e.cfg.Lease*2/3)
 	defer cancel()
-	outcome, err := e.perform(withTask(pctx, t), t.Effect)
+	outcome, err := e.perform(withTask(pctx, t), t.Effect, rec)
 	// t.Tries counts the entry's failed tries so far (the outbox's
 	// retries, not a deduction or refund number).
 	tries := t.Tries
