@@ -160,6 +160,7 @@ func (e *Engine) Create(ctx context.Context, id string, req CreateRequest) (fsm.
 	if err != nil {
 		return fsm.Session{}, fmt.Errorf("store new session: %w", err)
 	}
+	e.histories.put(id, 1, r.History) // historycache.go
 	e.log.Info("session created", "session", id, "charger", req.ChargerID, "connector", req.Connector, "out_order_no", order.OutOrderNo)
 	if e.obs != nil {
 		e.obs.Transition("", fsm.Created, fsm.EvCreate)

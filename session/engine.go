@@ -159,6 +159,8 @@ type Engine struct {
 
 	kick chan struct{} // wakes the workers after a commit
 	imm  immediate     // the immediate path (immediate.go)
+	// histories spares changeData a read of the history (historycache.go).
+	histories historyCache
 	// acks holds txn acknowledgements to publish. They are sent by Run's
 	// acker, never from the charger handler: a link's handler must not wait
 	// on the same link's publishes. Best effort: a charger re-sends an
@@ -230,9 +232,12 @@ func (e *Engine) apply(ctx context.Context, id string, ev fsm.Event, src source)
 		}
 		c := store.Commit{ExpectedVersion: s.Version, Session: r.Session, History: r.History, Effects: r.Effects,
 			Publish: publishes(s, ev, r)}
+		var history []fsm.HistoryEntry // the history once committed, when published
 		if c.Publish {
-			c.ChangeData, err = e.changeData(ctx, r.Session, r.History)
-			if err != nil {
+			if history, err = e.historyAfter(ctx, s, r.History); err != nil { // historycache.go
+				return fsm.Result{}, err
+			}
+			if c.ChangeData, err = e.changeData(r.Session, history); err != nil {
 				return fsm.Result{}, err
 			}
 		}
@@ -252,6 +257,7 @@ func (e *Engine) apply(ctx context.Context, id string, ev fsm.Event, src source)
 			return fsm.Result{}, fmt.Errorf("commit %s: %w", ev.Type, err)
 		}
 		r.Session.Version = s.Version + 1
+		e.histories.committed(s, r, history, c.Publish) // historycache.go
 		e.committed(ctx, s, ev, r, src, sl == nil || len(sl.lease.Granted) == 0)
 		sl.perform(r.Session)
 		return r, e.durableEvent(ctx, id, ev) // session/durable.go
@@ -279,13 +285,11 @@ func publishes(before fsm.Session, ev fsm.Event, r fsm.Result) bool {
 	return true
 }
 
-func (e *Engine) changeData(ctx context.Context, s fsm.Session, added []fsm.HistoryEntry) ([]byte, error) {
-	history, err := e.store.History(ctx, s.ID)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, err
-	}
+// changeData is the view published with the commit of s: history is the
+// session's whole history once committed (historyAfter).
+func (e *Engine) changeData(s fsm.Session, history []fsm.HistoryEntry) ([]byte, error) {
 	s.Version++ // the version this commit creates
-	return json.Marshal(NewView(s, append(history, added...)))
+	return json.Marshal(NewView(s, history))
 }
 
 // committed logs, counts and wakes the workers after a commit (wake: the

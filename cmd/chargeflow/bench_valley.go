@@ -106,7 +106,7 @@ func (b *bench) valleyRow(ctx context.Context, row string, s, rate int, o rigOpt
 		map[string]float64{"sessions": float64(s), "rate_per_s": float64(rate), "offered_s": offered.Seconds(),
 			"failed_before_confirm": float64(failed), "chargers": float64(o.chargers), "start_timeout_s": valleyStartTimeout.Seconds()},
 		fmt.Sprintf("%d sessions created and confirmed at %d/s (offered in %.1fs) on %d chargers × %d connectors; start timeout %s; %d failed before their confirmation",
-			s, rate, offered.Seconds(), o.chargers, valleyConnectors, valleyStartTimeout, failed))
+			s, rate, offered.Seconds(), o.chargers, valleyConnectors, valleyStartTimeout, failed), nil)
 	return nil
 }
 
