@@ -205,16 +205,23 @@ func (e *Engine) Apply(ctx context.Context, id string, ev fsm.Event) (fsm.Result
 // source is the raw input an event came from, kept with any anomaly the
 // machine reports about it; check, when set, vets the loaded session before
 // the event is applied (a charger may only speak of its own sessions).
+// loaded, when set, is the session as the caller has just read it: the
+// first attempt applies the event to it instead of reading it again (a
+// stale one is refused by the commit's compare-and-set and reloaded).
 type source struct {
 	topic   string
 	payload []byte
 	check   func(fsm.Session) error
+	loaded  *fsm.Session
 }
 
 func (e *Engine) apply(ctx context.Context, id string, ev fsm.Event, src source) (fsm.Result, error) {
 	for range maxConflicts {
-		s, err := e.store.GetSession(ctx, id)
-		if err != nil {
+		var s fsm.Session
+		var err error
+		if src.loaded != nil && src.loaded.ID == id {
+			s, src.loaded = *src.loaded, nil
+		} else if s, err = e.store.GetSession(ctx, id); err != nil {
 			return fsm.Result{}, err
 		}
 		if src.check != nil {

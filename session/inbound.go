@@ -250,7 +250,7 @@ func (e *Engine) HandleNotification(ctx context.Context, n payscore.Notification
 		e.anomaly(ctx, store.Anomaly{SessionID: s.ID, ChargerID: s.ChargerID, Payload: []byte(n.Raw), Reason: "notification of unknown kind"})
 		return e.reconcile(ctx, s.ID)
 	}
-	_, err = e.Apply(ctx, s.ID, ev)
+	_, err = e.apply(ctx, s.ID, ev, source{loaded: &s}) // no second read of the record just read
 	return ignoreRefused(err)
 }
 
