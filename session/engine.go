@@ -457,9 +457,14 @@ func deferUntil(t time.Time) error { return errDefer{until: t} }
 // back-off or the deferral perform asked for. rec, when not nil, is the
 // session as just committed (the immediate path), read instead of the store.
 func (e *Engine) performTask(ctx context.Context, t store.Task, rec *fsm.Session) {
-	// Each effect gets a bounded time; a context cancelled by shutdown
-	// leaves the entry leased, and it comes back after the lease.
-	pctx, cancel := context.WithTimeout(ctx, e.cfg.Lease*2/3)
+	// Each effect gets a bounded time, which ends well before its lease
+	// (a commit's lease began before its commit); a context cancelled by
+	// shutdown leaves the entry leased, and it comes back after the lease.
+	budget := min(e.cfg.Lease*2/3, t.LeaseUntil.Sub(e.now())-e.cfg.Lease/3)
+	if budget <= 0 {
+		return // too little of the lease is left: it comes back after it
+	}
+	pctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	outcome, err := e.perform(withTask(pctx, t), t.Effect, rec)
 	// t.Tries counts the entry's failed tries so far (the outbox's
