@@ -254,18 +254,25 @@ func (e *Engine) HandleNotification(ctx context.Context, n payscore.Notification
 	return ignoreRefused(err)
 }
 
-// notifiedSession finds a notification's session: by out_order_no, or,
-// without one, by the session our req_seq_id names (payscore.SessionOf).
-// store.ErrNotFound when neither finds one.
+// notifiedSession finds a notification's session: the one our req_seq_id
+// names (payscore.SessionOf) when it is the order's session — one read, where
+// the lookup by out_order_no takes two — else by out_order_no. Without an
+// out_order_no, only the req_seq_id's session. store.ErrNotFound when
+// neither finds one.
 func (e *Engine) notifiedSession(ctx context.Context, n payscore.Notification) (fsm.Session, error) {
+	if id := payscore.SessionOf(n.ReqSeqID); id != "" {
+		s, err := e.store.GetSession(ctx, id)
+		switch {
+		case n.OutOrderNo == "":
+			return s, err
+		case err == nil && s.OutOrderNo == n.OutOrderNo:
+			return s, nil
+		}
+	}
 	if n.OutOrderNo != "" {
 		return e.store.SessionByOutOrderNo(ctx, n.OutOrderNo)
 	}
-	id := payscore.SessionOf(n.ReqSeqID)
-	if id == "" {
-		return fsm.Session{}, store.ErrNotFound
-	}
-	return e.store.GetSession(ctx, id)
+	return fsm.Session{}, store.ErrNotFound
 }
 
 // ResetPresence marks every charger offline and tells their active
