@@ -206,7 +206,10 @@ func performedOnce(t *testing.T, openStore func(instance string) store.Store) {
 			t.Fatal(err)
 		}
 	}
-	r.fleet, err = sim.New(sim.Config{BrokerURL: broker.URL(), Chargers: specs, MeterInterval: 50 * time.Millisecond,
+	// Meter samples at a pace a loaded machine keeps up with: each is a
+	// commit of its session, and a stop retried behind a stream of them
+	// gives up after the engine's bound on conflicts.
+	r.fleet, err = sim.New(sim.Config{BrokerURL: broker.URL(), Chargers: specs, MeterInterval: 500 * time.Millisecond,
 		PowerW: 360_000, TxnResend: 300 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
