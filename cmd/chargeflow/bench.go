@@ -127,7 +127,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	sessions := fs.Int("sessions", 0, "sessions: concurrent in the engine scenario (default 8, at most 256), confirmed at once in burst (default 200), created at --rate in valley (default 3000), charging in scale (default 1000); at most 10000")
 	rate := fs.Int("rate", 200, "sessions created and confirmed a second in the valley scenario")
 	chargers := fs.Int("chargers", 200, "chargers with passwords connecting at once in the reconnect scenario (at most 15000); chargers online in scale (default 5000, at most 50000)")
-	connections := fs.Int("connections", 0, "scale: real MQTT connections at most (default min(chargers, 10000), at most 18000); the other chargers are multiplexed")
+	connections := fs.Int("connections", 0, "scale: real MQTT connections at most (default a fifth of --chargers, 1000 to 10000; at most 18000); the other chargers are multiplexed")
 	jsonOut := fs.Bool("json", false, "print one JSON object per row instead of a table")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, benchUsage)

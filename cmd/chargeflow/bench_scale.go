@@ -64,7 +64,10 @@ const (
 	scaleChargers    = 5000
 	scaleSessions    = 1000
 	scaleDuration    = time.Minute
-	scaleConnections = 10_000 // real MQTT connections at most, by default
+	// By default a fifth of the chargers have real connections, at least
+	// 1,000 and at most 10,000: each costs the embedded stack a slow
+	// password hash at registration and at every (re)connect storm.
+	scaleMinConnections, scaleConnections = 1000, 10_000
 	// scaleMaxConnections bounds --connections: one process holds at most
 	// 20,000 open files here (the broker's side lives in the service).
 	scaleMaxConnections = 18_000
@@ -91,7 +94,7 @@ func (b *bench) scaleOptions() scaleOptions {
 	if b.given["duration"] {
 		o.duration = b.duration
 	}
-	o.connections = min(o.chargers, scaleConnections)
+	o.connections = min(o.chargers, max(scaleMinConnections, min(o.chargers/5, scaleConnections)))
 	if b.connections > 0 {
 		o.connections = min(o.chargers, b.connections)
 	}
@@ -394,6 +397,7 @@ func (r *scaleRun) connect(ctx context.Context) error {
 		return fmt.Errorf("%d of %d chargers online after %s", on, r.o.chargers, time.Since(start).Round(time.Second))
 	}
 	r.f.online = time.Since(start)
+	r.f.setupConnects = r.fleet.connects.Load()
 	return nil
 }
 

@@ -19,6 +19,7 @@ import (
 // reconnects with the last event id it saw, so the restart loses nothing.
 type scaleFeed struct {
 	api *scaleAPI
+	hc  *http.Client // the API's transport, without its timeout: the stream stays open
 
 	events    atomic.Int64 // changes read (one per commit that has a feed entry)
 	connected atomic.Bool  // the stream answered once
@@ -41,7 +42,7 @@ type scaleMeterKey struct {
 }
 
 func newScaleFeed(api *scaleAPI) *scaleFeed {
-	return &scaleFeed{api: api, online: map[string]bool{}, state: map[string]string{}, sent: map[scaleMeterKey]time.Time{}}
+	return &scaleFeed{api: api, hc: &http.Client{Transport: api.hc.Transport}, online: map[string]bool{}, state: map[string]string{}, sent: map[scaleMeterKey]time.Time{}}
 }
 
 // meterSent is the fleet's onMeter: a sample is timed while recording.
@@ -88,7 +89,7 @@ func (f *scaleFeed) read(ctx context.Context) error {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+f.api.opToken)
-	resp, err := f.api.hc.Do(req)
+	resp, err := f.hc.Do(req)
 	if err != nil {
 		return err
 	}

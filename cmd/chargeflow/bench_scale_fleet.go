@@ -84,9 +84,11 @@ type scaleFleet struct {
 	onMeter   func(session string, registerWh int64, at time.Time)
 	onCommand func(chargerID string, cmd charger.Command, at time.Time)
 
-	published atomic.Int64 // messages published
-	stop      chan struct{}
-	wg        sync.WaitGroup
+	published       atomic.Int64 // messages published
+	connects        atomic.Int64 // connections made, reconnections included
+	subscribeFailed atomic.Int64 // subscriptions that failed (the connection was lost meanwhile)
+	stop            chan struct{}
+	wg              sync.WaitGroup
 }
 
 // scaleSplit is how C chargers are carried by n connections at most: all
@@ -212,8 +214,11 @@ func (f *scaleFleet) onConnect(conn *scaleConn, cl paho.Client) {
 	}
 	go func() { // not on paho's connect goroutine: the SUBACK is read by it
 		if t := cl.SubscribeMultiple(filters, nil); !t.WaitTimeout(60*time.Second) || t.Error() != nil {
-			f.log.Warn("bench: scale fleet subscribe", "client", conn.clientID, "err", t.Error())
+			if f.subscribeFailed.Add(1) <= 3 {
+				f.log.Warn("bench: scale fleet subscribe (the first 3 are logged, all counted)", "client", conn.clientID, "err", t.Error())
+			}
 		}
+		f.connects.Add(1)
 		for _, c := range conn.chargers {
 			c.mu.Lock()
 			f.publishState(c)

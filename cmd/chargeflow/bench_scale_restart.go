@@ -45,6 +45,7 @@ func (r *scaleRun) restart(ctx context.Context) error {
 	r.probeMu.Unlock()
 	_, r.f.inFlight = r.feed.counts()
 
+	conns0 := r.fleet.connects.Load()
 	old := r.current()
 	killed := time.Now()
 	old.kill()
@@ -135,6 +136,7 @@ func (r *scaleRun) restart(ctx context.Context) error {
 		r.f.toAllOnline = time.Since(killed)
 	}
 	r.f.onlineAfter, _ = r.feed.counts()
+	r.f.reconnects = r.fleet.connects.Load() - conns0
 	r.f.restartWarn, r.f.restartErrs = c.logCounts()
 	return nil
 }

@@ -24,6 +24,7 @@ type scaleFigures struct {
 	toExec, toReady, toOutbox, toCmd, toCmdReal, toCmdMux time.Duration
 	toAllOnline                                           time.Duration
 	restartWarn, restartErrs                              int
+	setupConnects, reconnects                             int64 // the fleet's connections made (reconnections included)
 	bareHealthz, bareReady                                time.Duration
 }
 
@@ -135,10 +136,20 @@ func (r *scaleRun) emit() {
 			"outbox_pending_after": float64(f.outboxPending), "to_first_command_ms": ms(f.toCmd),
 			"to_command_real_ms": ms(f.toCmdReal), "to_command_mux_ms": ms(f.toCmdMux), "to_all_online_ms": ms(f.toAllOnline),
 			"online_after": float64(f.onlineAfter), "bare_healthz_ms": ms(f.bareHealthz), "bare_ready_ms": ms(f.bareReady),
-			"restart_log_warnings": float64(f.restartWarn), "restart_log_errors": float64(f.restartErrs)}),
-		Notes: fmt.Sprintf("kill -9 with %d charging; from the kill: /readyz %.0fms, outbox caught up %.0fms (%d sessions active, %d tasks pending), stop at its charger %.0fms (own connection %.0fms, multiplexed %.0fms), %d of %d chargers online %s; bare start /healthz %.0fms /readyz %.0fms; goal ≤ 5s: %s",
-			f.inFlight, ms(f.toReady), ms(f.toOutbox), f.chargingAfter, f.outboxPending, ms(f.toCmd), ms(f.toCmdReal), ms(f.toCmdMux),
-			f.onlineAfter, o.chargers, onlineWhen(f.toAllOnline), ms(f.bareHealthz), ms(f.bareReady), goal(f.toCmd <= 5*time.Second && f.toReady <= 5*time.Second))})
+			"restart_log_warnings": float64(f.restartWarn), "restart_log_errors": float64(f.restartErrs),
+			"fleet_connects_setup": float64(f.setupConnects), "fleet_connects_after_kill": float64(f.reconnects)}),
+		Notes: fmt.Sprintf("kill -9 with %d charging; from the kill: /readyz %.0fms, outbox caught up %.0fms (%d sessions active, %d tasks pending), stop at its charger %.0fms (own connection %s, multiplexed %s), %d of %d chargers online %s (the fleet's %d connections connected %d times meanwhile; %d times to come online at set-up); bare start /healthz %.0fms /readyz %.0fms; goal ≤ 5s: %s",
+			f.inFlight, ms(f.toReady), ms(f.toOutbox), f.chargingAfter, f.outboxPending, ms(f.toCmd), msOrNone(f.toCmdReal), msOrNone(f.toCmdMux),
+			f.onlineAfter, o.chargers, onlineWhen(f.toAllOnline), len(r.fleet.conns), f.reconnects, f.setupConnects, ms(f.bareHealthz), ms(f.bareReady), goal(f.toCmd <= 5*time.Second && f.toReady <= 5*time.Second))})
+}
+
+// msOrNone prints a duration in ms, or "none" for a command that did not
+// arrive (or a kind of connection the run did not have).
+func msOrNone(d time.Duration) string {
+	if d == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%.0fms", ms(d))
 }
 
 func onlineWhen(d time.Duration) string {
