@@ -61,9 +61,9 @@ func benchScale(ctx context.Context, b *bench) {
 // few minutes on two cores. The targets are 50,000 chargers and
 // 10,000 sessions (--chargers 50000 --sessions 10000 --duration 5m).
 const (
-	scaleChargers    = 5000
-	scaleSessions    = 1000
-	scaleDuration    = time.Minute
+	scaleChargers = 5000
+	scaleSessions = 1000
+	scaleDuration = time.Minute
 	// By default a fifth of the chargers have real connections, at least
 	// 1,000 and at most 10,000: each costs the embedded stack a slow
 	// password hash at registration and at every (re)connect storm.
