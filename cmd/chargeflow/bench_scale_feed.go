@@ -188,6 +188,19 @@ func (f *scaleFeed) counts() (online, charging int) {
 	return f.onlineN, f.charging
 }
 
+// onlineIDs returns the ids that are online, in the order of ids.
+func (f *scaleFeed) onlineIDs(ids []string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var on []string
+	for _, id := range ids {
+		if f.online[id] {
+			on = append(on, id)
+		}
+	}
+	return on
+}
+
 // latencies returns the timed samples seen stored so far and how many
 // timed samples were not seen yet.
 func (f *scaleFeed) latencies() ([]time.Duration, int) {

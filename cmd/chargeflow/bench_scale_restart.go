@@ -28,7 +28,7 @@ func (r *scaleRun) restart(ctx context.Context) error {
 	var probes []string
 	var realProbe, muxProbe string
 	for i, s := range r.sessions {
-		real := r.fleet.isReal(r.ids[i*r.o.chargers/r.o.sessions])
+		real := r.fleet.isReal(r.sessionChargers[i])
 		switch {
 		case real && realProbe == "":
 			realProbe = s
@@ -127,12 +127,12 @@ func (r *scaleRun) restart(ctx context.Context) error {
 	if r.f.toCmd == 0 {
 		return fmt.Errorf("no stop reached its charger within %s of the restart", limit)
 	}
-	// Every charger online again: on the embedded stack the new broker
+	// Every charger that was online, online again: on the embedded stack the new broker
 	// starts with every charger offline (they reconnect to it).
 	if r.o.mqttURL == "" {
-		waitFor(ctx, 10*time.Second, func() bool { on, _ := r.feed.counts(); return on < r.o.chargers })
+		waitFor(ctx, 10*time.Second, func() bool { on, _ := r.feed.counts(); return on < r.f.onlineAtStart })
 	}
-	if waitFor(ctx, limit, func() bool { on, _ := r.feed.counts(); return on >= r.o.chargers }) {
+	if waitFor(ctx, limit, func() bool { on, _ := r.feed.counts(); return on >= r.f.onlineAtStart }) {
 		r.f.toAllOnline = time.Since(killed)
 	}
 	r.f.onlineAfter, _ = r.feed.counts()

@@ -21,6 +21,7 @@ type scaleFigures struct {
 	meterUnseen            int
 
 	inFlight, chargingAfter, outboxPending, onlineAfter   int
+	onlineAtStart                                         int // chargers online when the sessions were created
 	toExec, toReady, toOutbox, toCmd, toCmdReal, toCmdMux time.Duration
 	toAllOnline                                           time.Duration
 	restartWarn, restartErrs                              int
@@ -45,9 +46,12 @@ func (r *scaleRun) emit() {
 	muxChargers := o.chargers - real
 	fleet := fmt.Sprintf("%d chargers (%d on connections of their own, %d multiplexed on %d service-account connections), %d sessions, %s",
 		o.chargers, real, muxChargers, mux, o.sessions, o.duration)
+	if f.onlineAtStart < o.chargers {
+		fleet += fmt.Sprintf(" (ONLY %d of the %d chargers came online within %.0fs)", f.onlineAtStart, o.chargers, f.online.Seconds())
+	}
 	common := map[string]float64{"chargers": float64(o.chargers), "sessions": float64(o.sessions), "duration_s": o.duration.Seconds(),
 		"real_connections": float64(real), "mux_connections": float64(mux), "mux_chargers": float64(muxChargers),
-		"service_cpu": f.cpu, "bench_cpu": f.benchCPU}
+		"service_cpu": f.cpu, "bench_cpu": f.benchCPU, "online_at_start": float64(f.onlineAtStart)}
 	with := func(m map[string]float64) map[string]float64 {
 		for k, v := range common {
 			m[k] = v
