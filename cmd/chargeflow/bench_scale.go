@@ -239,8 +239,13 @@ func (r *scaleRun) setUp(ctx context.Context) error {
 		r.brokerURL = "tcp://" + env["CHARGEFLOW_MQTT_LISTEN"]
 	}
 	if r.o.mqttURL != "" {
+		// After the service stopped (closers run in reverse): it would
+		// take every cleared retained state for a charger's message.
 		r.onClose(func() {
 			dropPersistentSession(b, r.brokerURL, "chargeflow-"+env["CHARGEFLOW_INSTANCE_ID"], r.svcUser, r.svcPass)
+			if r.fleet != nil {
+				r.fleet.forget(b, r.svcUser, r.svcPass, r.password)
+			}
 		})
 	}
 
@@ -382,12 +387,7 @@ func (r *scaleRun) connect(ctx context.Context) error {
 	start := time.Now()
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute+time.Duration(r.o.connections)*30*time.Millisecond)
 	defer cancel()
-	r.onClose(func() {
-		r.fleet.close()
-		if r.o.mqttURL != "" {
-			r.fleet.forget(r.b, r.svcUser, r.svcPass, r.password)
-		}
-	})
+	r.onClose(r.fleet.close)
 	if err := r.fleet.connect(cctx, 64, r.password, r.svcUser, r.svcPass); err != nil {
 		return err
 	}
