@@ -357,12 +357,21 @@ func (h *brokerHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool 
 // OnPublish hands a charger's message to the Handler before mochi sends
 // the PUBACK. On failure the packet is rejected and the connection dropped:
 // the charger's client keeps the message and re-sends it on reconnect.
+//
+// What chargeflow's own account publishes (commands, tools' traffic) is not
+// a charger's message, except on a charger's state or up topic: there it
+// relays for chargers (the scale bench's multiplexed chargers, a gateway),
+// and the message is handed over as the charger's, as on an external
+// broker, where the link's subscription receives it whoever published it.
 func (h *brokerHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
 	user := string(cl.Properties.Username)
-	if cl.Net.Inline || h.isService(user) {
+	if cl.Net.Inline {
 		return pk, nil
 	}
 	cp, kind := h.b.topics.parseInbound(pk.TopicName)
+	if h.isService(user) && (!kind.Up() || !ValidChargerID(cp)) {
+		return pk, nil
+	}
 	in := Inbound{ChargerID: cp, Kind: kind, Topic: pk.TopicName, Payload: bytes.Clone(pk.Payload),
 		ReceivedAt: h.b.now(), Retained: false, Duplicate: pk.FixedHeader.Dup}
 	if err := h.b.deliver(in); err != nil {

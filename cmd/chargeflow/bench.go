@@ -35,11 +35,12 @@ var benchScenarios = []struct {
 	{"reconnect", benchReconnect},
 	{"burst", benchBurst},
 	{"valley", benchValley},
+	{"scale", benchScale}, // opt-in (benchOptIn): minutes long
 }
 
-const benchUsage = `usage: chargeflow bench [--scenario fsm,store,mqtt,payscore,engine,reconnect,burst,valley]
+const benchUsage = `usage: chargeflow bench [--scenario fsm,store,mqtt,payscore,engine,reconnect,burst,valley|scale]
                        [--duration 5s] [--redis URL] [--mqtt URL] [--sessions N] [--rate R]
-                       [--chargers C] [--json]
+                       [--chargers C] [--connections N] [--json]
 
 Runs load scenarios and prints each figure beside a baseline measured in the
 same run, and their ratio (figure / baseline). The figure and its baseline are
@@ -73,7 +74,10 @@ type bench struct {
 	sessions int // 0: each scenario's default (benchSessions)
 	rate     int // sessions a second in the valley scenario
 	chargers int
-	json     bool
+	// connections bounds the scale scenario's real MQTT connections (0: its default).
+	connections int
+	given       map[string]bool // the flags given on the command line
+	json        bool
 
 	stdout, stderr io.Writer
 	log            *slog.Logger // warnings and errors of the pieces under test, to stderr
@@ -87,7 +91,7 @@ type bench struct {
 // benchMaxSessions bounds --sessions; the engine scenario, which runs a
 // charger and a goroutine per concurrent session, takes fewer.
 const (
-	benchMaxSessions       = 5000
+	benchMaxSessions       = 10_000
 	benchMaxEngineSessions = 256
 )
 
@@ -109,16 +113,21 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	names := make([]string, len(benchScenarios))
+	var defaults []string
 	for i, s := range benchScenarios {
 		names[i] = s.name
+		if !benchOptIn[s.name] {
+			defaults = append(defaults, s.name)
+		}
 	}
-	scenarios := fs.String("scenario", strings.Join(names, ","), "comma-separated scenarios to run: "+strings.Join(names, ", "))
+	scenarios := fs.String("scenario", strings.Join(defaults, ","), "comma-separated scenarios to run: "+strings.Join(names, ", ")+" (scale only when named)")
 	duration := fs.Duration("duration", 5*time.Second, "how long the figure, and then its baseline, are measured (per row)")
 	redisURL := fs.String("redis", getenv("CHARGEFLOW_REDIS_URL"), "Redis for the store scenario's redis row (default $CHARGEFLOW_REDIS_URL; none: row skipped)")
 	mqttURL := fs.String("mqtt", getenv("CHARGEFLOW_MQTT_URL"), "MQTT broker (Mosquitto) for the mqtt scenario's paho row (default $CHARGEFLOW_MQTT_URL; none: row skipped)")
-	sessions := fs.Int("sessions", 0, "sessions: concurrent in the engine scenario (default 8, at most 256), confirmed at once in burst (default 200), created at --rate in valley (default 3000); at most 5000")
+	sessions := fs.Int("sessions", 0, "sessions: concurrent in the engine scenario (default 8, at most 256), confirmed at once in burst (default 200), created at --rate in valley (default 3000), charging in scale (default 1000); at most 10000")
 	rate := fs.Int("rate", 200, "sessions created and confirmed a second in the valley scenario")
-	chargers := fs.Int("chargers", 200, "chargers with passwords connecting at once in the reconnect scenario")
+	chargers := fs.Int("chargers", 200, "chargers with passwords connecting at once in the reconnect scenario (at most 15000); chargers online in scale (default 5000, at most 50000)")
+	connections := fs.Int("connections", 0, "scale: real MQTT connections at most (default a fifth of --chargers, 1000 to 10000; at most 18000); the other chargers are multiplexed")
 	jsonOut := fs.Bool("json", false, "print one JSON object per row instead of a table")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, benchUsage)
@@ -139,9 +148,14 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if *rate < 1 || *rate > 10000 {
 		return fmt.Errorf("bench: --rate must be between 1 and 10000 sessions a second, got %d", *rate)
 	}
-	if *chargers < 1 || *chargers > 15000 {
-		return fmt.Errorf("bench: --chargers must be between 1 and 15000 (one process holds at most 20,000 open files here), got %d", *chargers)
+	if *chargers < 1 || *chargers > 50_000 {
+		return fmt.Errorf("bench: --chargers must be between 1 and 50000, got %d", *chargers)
 	}
+	if *connections < 0 || *connections > scaleMaxConnections {
+		return fmt.Errorf("bench: --connections must be between 1 and %d (one process holds at most 20,000 open files here; 0: the default), got %d", scaleMaxConnections, *connections)
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	var selected []string
 	for _, n := range strings.Split(*scenarios, ",") {
 		n = strings.TrimSpace(n)
@@ -158,13 +172,17 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	if len(selected) == 0 {
 		return errors.New("bench: no scenario selected")
 	}
+	if slices.Contains(selected, "reconnect") && *chargers > 15000 {
+		return fmt.Errorf("bench: --chargers must be at most 15000 for the reconnect scenario (real connections; one process holds at most 20,000 open files here), got %d", *chargers)
+	}
 	if slices.Contains(selected, "engine") && *sessions > benchMaxEngineSessions {
 		return fmt.Errorf("bench: --sessions must be at most %d for the engine scenario (one simulated charger and goroutine each), got %d", benchMaxEngineSessions, *sessions)
 	}
 
 	var id [4]byte
 	_, _ = rand.Read(id[:])
-	b := &bench{duration: *duration, redisURL: *redisURL, mqttURL: *mqttURL, sessions: *sessions, rate: *rate, chargers: *chargers, json: *jsonOut,
+	b := &bench{duration: *duration, redisURL: *redisURL, mqttURL: *mqttURL, sessions: *sessions, rate: *rate, chargers: *chargers,
+		connections: *connections, given: given, json: *jsonOut,
 		stdout: stdout, stderr: stderr, runID: "cfbench" + hex.EncodeToString(id[:]),
 		log:       slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		brokerLog: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))}

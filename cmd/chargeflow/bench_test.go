@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -210,7 +211,10 @@ func TestBenchFlags(t *testing.T) {
 		{"--scenario", ","},
 		{"--duration", "0s"},
 		{"--sessions", "-1"},
-		{"--sessions", "5001"},
+		{"--sessions", "10001"},
+		{"--chargers", "50001"},
+		{"--scenario", "reconnect", "--chargers", "15001"},
+		{"--connections", "18001"},
 		{"--scenario", "engine", "--sessions", "300"},
 		{"--rate", "0"},
 		{"extra"},
@@ -313,5 +317,96 @@ func TestBenchBurstCluster(t *testing.T) {
 		return err
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBenchScale: a small scale run on the embedded stack and on Redis +
+// Mosquitto, the service a child process (this test binary as chargeflow,
+// TestMain), some chargers multiplexed: every row measured, the restart
+// happened with the sessions in flight, the run's Redis keys are removed,
+// and nothing is left running (runBenchCmd checks goroutines; the child
+// is waited for).
+func TestBenchScale(t *testing.T) {
+	redisURL, mqtt := testenv.Redis(t), testenv.MQTT(t)
+	o, err := redis.ParseURL(redisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := redis.NewClient(o)
+	defer rc.Close()
+	ctx := context.Background()
+	before, err := rc.Keys(ctx, "cfbench*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// runBenchCmd's, with room for two stacks of set-up, run and restart.
+	leaks := goleak.IgnoreCurrent()
+	rctx, cancel := context.WithTimeout(ctx, 6*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err = run(rctx, []string{"bench", "--scenario", "scale", "--chargers", "200", "--sessions", "20", "--connections", "60",
+		"--duration", "20s", "--redis", redisURL, "--mqtt", mqtt, "--json"}, noEnv, &stdout, &stderr)
+	out := stdout.String()
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, stderr.String(), out)
+	}
+	goleak.VerifyNone(t, leaks)
+	rows := map[string]benchRow{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r benchRow
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("row is not JSON: %v\n%s", err, line)
+		}
+		rows[r.Scenario] = r
+	}
+	if len(rows) != 8 {
+		t.Errorf("%d rows, want 4 per stack:\n%s", len(rows), out)
+	}
+	for _, stack := range []string{"scale.embedded", "scale.redis+mosquitto"} {
+		checkScaleRows(t, rows, stack, 20)
+	}
+	after, err := rc.Keys(ctx, "cfbench*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range after {
+		if !slices.Contains(before, k) {
+			t.Errorf("Redis key %s of the run left", k)
+			break
+		}
+	}
+}
+
+// checkScaleRows checks the four rows of one stack.
+func checkScaleRows(t *testing.T, rows map[string]benchRow, stack string, sessions int) {
+	t.Helper()
+	for _, name := range []string{".meter", ".rss", ".store", ".restart"} {
+		r, ok := rows[stack+name]
+		if !ok {
+			t.Errorf("no row %s%s", stack, name)
+			continue
+		}
+		if r.Error != "" || r.Figure <= 0 || r.Baseline <= 0 || r.Ratio <= 0 || r.Unit == "" || r.BaselineUnit == "" {
+			t.Errorf("row %s: %+v", r.Scenario, r)
+		}
+		if r.Extra["sessions"] != float64(sessions) || r.Extra["mux_chargers"] <= 0 || r.Extra["real_connections"] <= 0 {
+			t.Errorf("row %s: sessions %g, mux chargers %g, real connections %g", r.Scenario, r.Extra["sessions"],
+				r.Extra["mux_chargers"], r.Extra["real_connections"])
+		}
+	}
+	restart := rows[stack+".restart"]
+	// The kill -9 happened with every session charging, and they were all
+	// still active after the restart; the stops asked after it reached
+	// their chargers on both kinds of connection.
+	if restart.Extra["in_flight"] != float64(sessions) || restart.Extra["charging_after"] < float64(sessions-2) {
+		t.Errorf("%s: %g in flight, %g active after, want %d", restart.Scenario, restart.Extra["in_flight"], restart.Extra["charging_after"], sessions)
+	}
+	for _, k := range []string{"to_ready_ms", "to_outbox_caught_up_ms", "to_command_real_ms", "to_command_mux_ms", "bare_healthz_ms"} {
+		if restart.Extra[k] <= 0 {
+			t.Errorf("%s: %s = %g, want > 0", restart.Scenario, k, restart.Extra[k])
+		}
+	}
+	if meter := rows[stack+".meter"]; meter.Ops == 0 || meter.Extra["commits_per_s"] <= 0 {
+		t.Errorf("%s: %d samples seen stored, %g commits/s", meter.Scenario, meter.Ops, meter.Extra["commits_per_s"])
 	}
 }
