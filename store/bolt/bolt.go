@@ -145,6 +145,7 @@ type Store struct {
 	wake    *sync.Cond
 
 	writes, commits atomic.Uint64 // WriteStats
+	waiting         atomic.Int64  // calls handed to the writer, not yet answered
 
 	stop chan struct{}
 	wg   sync.WaitGroup

@@ -70,11 +70,13 @@ func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx, w *writeState) 
 		return store.ErrClosed
 	}
 	s.queue = append(s.queue, c)
+	s.waiting.Add(1)
 	s.wake.Signal()
 	s.mu.Unlock()
 	// Wait even when ctx ends: the write may be in a transaction already,
 	// and the caller must learn whether it was made.
 	err := <-c.done
+	s.waiting.Add(-1)
 	if p, ok := err.(*panicked); ok {
 		panic(p.value)
 	}
@@ -130,17 +132,15 @@ func (s *Store) commitBatch(calls []*writeCall) (again []*writeCall) {
 		})
 		if failed < 0 {
 			// Committed, or not at all (the same answer for every call).
-			published := false
-			for _, c := range live {
-				c.done <- mapErr(err)
-				published = published || c.w.published
-			}
 			if err == nil {
 				s.writes.Add(uint64(len(live)))
 				s.commits.Add(1)
-				if published {
+				if slices.ContainsFunc(live, func(c *writeCall) bool { return c.w.published }) {
 					s.notify()
 				}
+			}
+			for _, c := range live {
+				c.done <- mapErr(err)
 			}
 			return again
 		}
