@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,14 +39,16 @@ func race(t *testing.T, s *boltstore.Store, n int, fn func(i int) error) []error
 	release := boltstore.HoldWrites(s)
 	errs := make([]error, n)
 	var wg sync.WaitGroup
+	var returned atomic.Int64 // answered without the writer (a read sufficed)
 	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			errs[i] = fn(i)
+			returned.Add(1)
 		}()
 	}
-	for boltstore.Waiting(s) < int64(n) {
+	for boltstore.Waiting(s)+returned.Load() < int64(n) {
 		time.Sleep(time.Millisecond)
 	}
 	release()
@@ -161,12 +164,11 @@ func TestGroupCommitAnswersEachCaller(t *testing.T) {
 		}
 	}
 
-	// Claims: owners claim at once until nothing is left; every task is
-	// claimed once.
+	// Claims: owners claim at once until every task is claimed, each once.
 	now := storetest.T0.Add(time.Minute)
 	var claimed []store.Task
 	seen := map[string]bool{}
-	for {
+	for len(claimed) < 2*sessions {
 		var mu sync.Mutex
 		var round []store.Task
 		errs := race(t, s, 6, func(i int) error {
@@ -182,7 +184,7 @@ func TestGroupCommitAnswersEachCaller(t *testing.T) {
 			}
 		}
 		if len(round) == 0 {
-			break
+			t.Fatalf("claimed %d of %d tasks, then nothing", len(claimed), 2*sessions)
 		}
 		for _, task := range round {
 			if seen[task.SessionID+"/"+task.ID] {
@@ -194,6 +196,9 @@ func TestGroupCommitAnswersEachCaller(t *testing.T) {
 	}
 	if len(claimed) != 2*sessions {
 		t.Fatalf("claimed %d tasks, want %d", len(claimed), 2*sessions)
+	}
+	if more, err := s.Claim(ctx, now, "late", time.Minute, 5); err != nil || len(more) > 0 {
+		t.Fatalf("claimed again: %+v %v", more, err)
 	}
 
 	// Settling: per task two callers with its lease (complete or retry,
@@ -371,5 +376,34 @@ func TestGroupCommitCancelledWhileWaiting(t *testing.T) {
 	}
 	if _, err := s.GetCharger(ctx, "first"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Polls of an outbox or webhook queue with nothing due are reads: they
+// commit (and fsync) nothing.
+func TestEmptyClaimWritesNothing(t *testing.T) {
+	s := openAt(t, t.TempDir())
+	defer s.Close()
+	ctx := t.Context()
+	if err := s.CreateSession(ctx, store.Commit{Session: storetest.Session("s", "CP", 1, storetest.T0),
+		Effects: []fsm.Effect{{ID: "later", Kind: fsm.EffQueryOrder, Session: "s", DueAt: storetest.T0.Add(time.Hour)}}}); err != nil {
+		t.Fatal(err)
+	}
+	w0, c0 := s.WriteStats()
+	if got, err := s.Claim(ctx, storetest.T0, "w", time.Minute, 8); err != nil || len(got) > 0 {
+		t.Fatalf("claim: %+v %v", got, err)
+	}
+	if got, err := s.ClaimDeliveries(ctx, storetest.T0, "w", time.Minute, 8); err != nil || len(got) > 0 {
+		t.Fatalf("claim deliveries: %+v %v", got, err)
+	}
+	if w, c := s.WriteStats(); w != w0 || c != c0 {
+		t.Fatalf("empty claims wrote: %d writes %d commits, were %d %d", w, c, w0, c0)
+	}
+	got, err := s.Claim(ctx, storetest.T0.Add(time.Hour), "w", time.Minute, 8)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("claim when due: %+v %v", got, err)
+	}
+	if w, c := s.WriteStats(); w != w0+1 || c != c0+1 {
+		t.Fatalf("claim when due: %d writes %d commits, were %d %d", w, c, w0, c0)
 	}
 }
