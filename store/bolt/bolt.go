@@ -4,8 +4,9 @@
 // Every write is made inside one bbolt read-write transaction, so a
 // transition, its history, its outbox tasks, every index it touches and its
 // feed entry are committed (and fsynced) together or not at all; indexes are
-// exact, never derived. bbolt admits one writer at a time, which is what makes the version
-// compare-and-set exact: the loser of a race reads the winner's version.
+// exact, never derived. bbolt admits one writer at a time, which is what
+// makes the version compare-and-set exact: the loser of a race reads the
+// winner's version.
 //
 // Buckets:
 //

@@ -2,6 +2,7 @@ package boltstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"slices"
@@ -145,9 +146,13 @@ func (s *Store) commitBatch(calls []*writeCall) (again []*writeCall) {
 			return again
 		}
 		c := live[failed]
-		if _, isPanic := failErr.(*panicked); failed == 0 || isPanic {
-			c.done <- failErr
-		} else {
+		var p *panicked
+		switch {
+		case errors.As(failErr, &p):
+			c.done <- failErr // raised again by its caller
+		case failed == 0:
+			c.done <- mapErr(failErr) // decided on committed data alone
+		default:
 			again = append(again, c)
 		}
 		live = slices.Delete(live, failed, failed+1)
