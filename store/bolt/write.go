@@ -32,6 +32,9 @@ import (
 // its answer. One refused behind others saw their uncommitted writes: it
 // runs again at the head of the next batch, on what they committed.
 // Either way a refused call wrote nothing (its transaction was rolled back).
+// A refusal behind others costs running those others again (in memory, no
+// fsync); refusals are rare on one instance (a lost race for a session or a
+// connector, an update of a charger not registered yet).
 // A call's function may therefore run more than once, each time in a fresh
 // transaction: it must set its results anew on every run and leave nothing
 // outside the transaction until update returns.
