@@ -26,11 +26,16 @@ type commitLoop struct {
 }
 
 func newCommitLoop(ctx context.Context, st store.Store, id string) (*commitLoop, error) {
+	return newCommitLoopOn(ctx, st, id, "BENCHCP")
+}
+
+// newCommitLoopOn is newCommitLoop with the session on chargerID's connector 1.
+func newCommitLoopOn(ctx context.Context, st store.Store, id, chargerID string) (*commitLoop, error) {
 	m, err := fsm.New(fsm.DefaultConfig())
 	if err != nil {
 		return nil, err
 	}
-	s, _, err := benchSession(m, id, "BENCHCP")
+	s, _, err := benchSession(m, id, chargerID)
 	if err != nil {
 		return nil, err
 	}
@@ -63,6 +68,7 @@ func (c *commitLoop) commit(ctx context.Context) error {
 // on both sides), and a Redis PING on the same client.
 func benchStore(ctx context.Context, b *bench) {
 	b.emitStoreBolt(ctx)
+	b.emitStoreBoltParallel(ctx) // bench_store_parallel.go: group commit
 	if b.redisURL == "" {
 		b.skip("store.redis.commit", "no --redis (or CHARGEFLOW_REDIS_URL)")
 	} else {

@@ -121,7 +121,7 @@ func TestBenchQuickScenarios(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, errOut, out)
 	}
-	checkTable(t, out, "fsm.apply", "store.bolt.commit", "store.redis.commit", "store.redis.commit_wait", "payscore.sign+verify")
+	checkTable(t, out, "fsm.apply", "store.bolt.commit", "store.bolt.parallel", "store.redis.commit", "store.redis.commit_wait", "payscore.sign+verify")
 }
 
 func TestBenchMQTT(t *testing.T) {
@@ -140,7 +140,7 @@ func TestBenchSkipsExternalRows(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bench: %v\nstderr:\n%s", err, errOut)
 	}
-	checkTable(t, out, "store.bolt.commit")
+	checkTable(t, out, "store.bolt.commit", "store.bolt.parallel")
 	if !strings.Contains(errOut, "store.redis.commit skipped") || !strings.Contains(errOut, "store.redis.commit_wait skipped") {
 		t.Errorf("stderr does not say the redis row was skipped:\n%s", errOut)
 	}
@@ -188,8 +188,8 @@ func TestBenchEngine(t *testing.T) {
 func TestBenchReportsFailedRows(t *testing.T) {
 	// Nothing listens on port 1: the redis row fails at once.
 	out, _, err := runBenchCmd(t, "--scenario", "store,fsm", "--duration", "100ms", "--redis", "redis://127.0.0.1:1/0")
-	if err == nil || !strings.Contains(err.Error(), "2 of 4 rows failed") {
-		t.Fatalf("err = %v, want 2 of 4 rows failed\n%s", err, out)
+	if err == nil || !strings.Contains(err.Error(), "2 of 5 rows failed") {
+		t.Fatalf("err = %v, want 2 of 5 rows failed\n%s", err, out)
 	}
 	rows := tableRows(t, out)
 	for _, name := range []string{"store.redis.commit", "store.redis.commit_wait"} {
@@ -197,11 +197,11 @@ func TestBenchReportsFailedRows(t *testing.T) {
 			t.Errorf("redis row %s %q, want an error", name, cells)
 		}
 	}
-	for _, name := range []string{"store.bolt.commit", "fsm.apply"} {
+	for _, name := range []string{"store.bolt.commit", "store.bolt.parallel", "fsm.apply"} {
 		checkRow(t, name, rows[name])
 	}
-	if len(rows) != 4 {
-		t.Errorf("%d rows, want 4:\n%s", len(rows), out)
+	if len(rows) != 5 {
+		t.Errorf("%d rows, want 5:\n%s", len(rows), out)
 	}
 }
 

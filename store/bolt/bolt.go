@@ -1,11 +1,12 @@
 // Package boltstore is the embedded, durable single-node store.Store, on
 // go.etcd.io/bbolt: one file, `<dir>/chargeflow.db`.
 //
-// Every write is one bbolt read-write transaction, so a transition, its
-// history, its outbox tasks, every index it touches and its feed entry are
-// committed (and fsynced) together or not at all; indexes are exact, never
-// derived. bbolt admits one writer at a time, which is what makes the version
-// compare-and-set exact: the loser of a race reads the winner's version.
+// Every write is made inside one bbolt read-write transaction, so a
+// transition, its history, its outbox tasks, every index it touches and its
+// feed entry are committed (and fsynced) together or not at all; indexes are
+// exact, never derived. bbolt admits one writer at a time, which is what
+// makes the version compare-and-set exact: the loser of a race reads the
+// winner's version.
 //
 // Buckets:
 //
@@ -27,15 +28,20 @@
 // plus an in-process broadcast that wakes ReadChanges waiters when a write
 // transaction that appended a change has committed.
 //
-// Goroutines: one sweeper deletes expired idempotency records and processed
-// marks every Options.SweepInterval; Close stops it and waits.
+// Writes of concurrent callers share transactions (group commit, write.go):
+// each call still returns only once its write is fsynced, and a call refused
+// by its own checks is answered alone, as if it had run alone.
 //
-// Files: bolt.go holds the options, opening, transactions and key
-// encodings; sessions.go the creation, the commit and the session reads and
-// lists; outbox.go claims, settling and leases; webhooks.go the webhook
-// deliveries; idempotency.go the
-// Idempotency-Key records, processed marks and their sweeper; registry.go
-// chargers, tariffs and anomalies; feed.go the change feed.
+// Goroutines: the writer runs every write transaction (write.go); one
+// sweeper deletes expired idempotency records and processed marks every
+// Options.SweepInterval; Close stops both and waits.
+//
+// Files: bolt.go holds the options, opening, read transactions and key
+// encodings; write.go the writer and its group commit; sessions.go the
+// creation, the commit and the session reads and lists; outbox.go claims,
+// settling and leases; webhooks.go the webhook deliveries; idempotency.go
+// the Idempotency-Key records, processed marks and their sweeper;
+// registry.go chargers, tariffs and anomalies; feed.go the change feed.
 package boltstore
 
 import (
@@ -49,6 +55,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -75,6 +82,9 @@ type Options struct {
 	MaxAnomalies int
 	// SweepInterval is how often expired records are deleted. Default 1m.
 	SweepInterval time.Duration
+	// MaxBatch is how many concurrent writes at most share one transaction
+	// and its fsync (write.go). Default 256; 1 commits every write alone.
+	MaxBatch int
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -94,6 +104,9 @@ func (o *Options) defaults() {
 	}
 	if o.SweepInterval <= 0 {
 		o.SweepInterval = time.Minute
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 256
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -124,10 +137,16 @@ type Store struct {
 	db   *bolt.DB
 	opts Options
 
-	// mu guards changed and closed.
+	// mu guards changed, closed and queue; wake (on mu) tells the writer
+	// that queue has calls or the store closed.
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when changes are appended
 	closed  bool
+	queue   []*writeCall // writes waiting for the writer goroutine
+	wake    *sync.Cond
+
+	writes, commits atomic.Uint64 // WriteStats
+	waiting         atomic.Int64  // calls handed to the writer, not yet answered
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -163,12 +182,15 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("boltstore: init %s: %w", path, err)
 	}
 	s := &Store{db: db, opts: opts, changed: make(chan struct{}), stop: make(chan struct{})}
-	s.wg.Add(1)
+	s.wake = sync.NewCond(&s.mu)
+	s.wg.Add(2)
+	go s.writer()
 	go s.sweeper()
 	return s, nil
 }
 
-// Close stops the sweeper, wakes ReadChanges waiters and closes the file.
+// Close refuses new writes, lets the writer commit those already accepted,
+// stops the sweeper, wakes ReadChanges waiters and closes the file.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -178,6 +200,7 @@ func (s *Store) Close() error {
 	s.closed = true
 	close(s.stop)
 	close(s.changed)
+	s.wake.Broadcast()
 	s.mu.Unlock()
 	s.wg.Wait()
 	return s.db.Close()
@@ -216,29 +239,7 @@ func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 	return mapErr(s.db.View(fn))
 }
 
-// update runs fn in a write transaction; when fn appended a change the
-// waiters are woken after the commit.
-func (s *Store) update(ctx context.Context, fn func(tx *bolt.Tx, w *writeState) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if s.isClosed() {
-		return store.ErrClosed
-	}
-	var w writeState
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		w = writeState{}
-		return fn(tx, &w)
-	})
-	if err != nil {
-		return mapErr(err)
-	}
-	if w.published {
-		s.notify()
-	}
-	return nil
-}
-
+// writeState is what one run of a write's function did besides writing.
 type writeState struct{ published bool }
 
 func mapErr(err error) error {

@@ -65,6 +65,9 @@ func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease ti
 		return nil, fmt.Errorf("%w: claim needs an owner, a lease and max > 0", store.ErrInvalid)
 	}
 	nowMs := store.Millis(now)
+	if due, err := s.anyDue(ctx, bDue, nowMs); err != nil || !due {
+		return nil, err
+	}
 	until := store.Millis(now.Add(lease))
 	var out []store.Task
 	err := s.update(ctx, func(tx *bolt.Tx, _ *writeState) error {
@@ -106,6 +109,19 @@ func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease ti
 		return nil
 	})
 	return out, err
+}
+
+// anyDue says whether the due index of bucket has an entry at or before
+// nowMs: a read, so workers polling an outbox with nothing due write (and
+// fsync) nothing. A task that falls due after the read is claimed by the
+// next poll, as it would be had the poll come a moment earlier.
+func (s *Store) anyDue(ctx context.Context, bucket []byte, nowMs int64) (due bool, err error) {
+	err = s.view(ctx, func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucket).Cursor().First()
+		due = k != nil && msFromKey(k) <= nowMs
+		return nil
+	})
+	return due, err
 }
 
 func randomBytes() []byte {

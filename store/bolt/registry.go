@@ -67,7 +67,8 @@ func (s *Store) ListChargers(ctx context.Context) (out []store.Charger, err erro
 	return out, err
 }
 
-// UpdateCharger implements store.Store (fn runs exactly once here).
+// UpdateCharger implements store.Store. fn may run more than once: a write
+// sharing its transaction may be refused, and the batch runs again (write.go).
 func (s *Store) UpdateCharger(ctx context.Context, id string, fn func(c *store.Charger) ([]byte, error)) (out store.Charger, err error) {
 	err = s.update(ctx, func(tx *bolt.Tx, w *writeState) error {
 		c, err := getCharger(tx, id)

@@ -154,6 +154,9 @@ func (s *Store) ClaimDeliveries(ctx context.Context, now time.Time, owner string
 		return nil, fmt.Errorf("%w: claim needs an owner, a lease and max > 0", store.ErrInvalid)
 	}
 	nowMs := store.Millis(now)
+	if due, err := s.anyDue(ctx, bWhDue, nowMs); err != nil || !due {
+		return nil, err
+	}
 	var out []store.Delivery
 	err := s.update(ctx, func(tx *bolt.Tx, _ *writeState) error {
 		out = nil

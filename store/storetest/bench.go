@@ -65,10 +65,13 @@ func BenchCommit(b *testing.B, s store.Store, base *Baseline) {
 
 // BenchCommitParallel commits from GOMAXPROCS*4 goroutines, each to its own
 // session, and reports the aggregate commits/s.
-func BenchCommitParallel(b *testing.B, s store.Store) float64 {
+func BenchCommitParallel(b *testing.B, s store.Store) float64 { return BenchCommitParallelN(b, s, 4) }
+
+// BenchCommitParallelN is BenchCommitParallel from GOMAXPROCS*p goroutines.
+func BenchCommitParallelN(b *testing.B, s store.Store, p int) float64 {
 	ctx := context.Background()
 	var next atomic.Int64
-	b.SetParallelism(4)
+	b.SetParallelism(p)
 	b.ReportAllocs()
 	b.ResetTimer()
 	start := time.Now()
