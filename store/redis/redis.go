@@ -12,6 +12,8 @@
 //	P:{s:<id>}:t     hash  the session's outbox: e:<task> effect JSON,
 //	                       m:<task> "due ms\nlease-until ms\nattempts\nlease token",
 //	                       x:<task> last error
+//	P:{s:<id>}:w, :wq  the webhook deliveries (webhooks.go)
+//	P:{s:<id>}:sync  string  Durable's write before its WAIT (durable.go)
 //
 // Global indexes live in other slots:
 //
