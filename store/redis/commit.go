@@ -73,6 +73,7 @@ type commit struct {
 	due        map[string]float64 // task → the score of its P:{due} entry
 	deliveries []store.Delivery
 	index      indexLine // the new record's derived entries
+	claim      string    // a creation's connector claim taken by commitAllScript ("" for none)
 }
 
 func (s *Store) newCommit(mode string, c store.Commit, rec fsm.Session) (*commit, error) {
@@ -116,16 +117,18 @@ func (s *Store) newCommit(mode string, c store.Commit, rec fsm.Session) (*commit
 }
 
 // apply commits: one script on one server, two round trips on a Cluster.
-func (s *Store) apply(ctx context.Context, mode string, c store.Commit, rec fsm.Session) error {
-	cm, err := s.newCommit(mode, c, rec)
-	if err != nil {
-		return err
-	}
-	if _, ok := s.c.(*redis.ClusterClient); ok {
+func (s *Store) apply(ctx context.Context, cm *commit) error {
+	if s.cluster() {
 		return s.applySlot(ctx, cm)
 	}
 	return s.applyAll(ctx, cm)
 }
+
+func (s *Store) cluster() bool { _, ok := s.c.(*redis.ClusterClient); return ok }
+
+// errLegacyClaim: the connector's claim names a record without an index
+// line; the creation takes the connector itself (takeConnector).
+var errLegacyClaim = errors.New("connector claim of a record without an index line")
 
 // refused maps a script's refusal to the port's errors.
 func (cm *commit) refused(res []any) error {
@@ -137,6 +140,12 @@ func (cm *commit) refused(res []any) error {
 		return fmt.Errorf("session %s: %w", id, store.ErrNotFound)
 	case "conflict":
 		return fmt.Errorf("session %s at version %v, not %d: %w", id, res[1], cm.c.ExpectedVersion, store.ErrVersionConflict)
+	case "busy":
+		return fmt.Errorf("charger %s connector %d has session %v: %w", cm.rec.ChargerID, cm.rec.Connector, res[1], store.ErrConnectorBusy)
+	case "creating":
+		return fmt.Errorf("charger %s connector %d: session %v being created: %w", cm.rec.ChargerID, cm.rec.Connector, res[1], store.ErrConnectorBusy)
+	case "connlegacy":
+		return errLegacyClaim
 	}
 	return nil
 }
@@ -165,7 +174,11 @@ func (s *Store) applyAll(ctx context.Context, cm *commit) error {
 	if len(cm.deliveries) > 0 {
 		whMs = store.Millis(cm.deliveries[0].NextAt)
 	}
-	args = append(args, whMs)
+	take := "0"
+	if cm.claim != "" {
+		take = "1"
+	}
+	args = append(args, whMs, take, cm.claim, store.Millis(s.opts.Now()), s.opts.ConnectorGrace.Milliseconds(), s.p+":{s:")
 	res, err := commitAllScript.Run(ctx, s.c, keys, args...).Slice()
 	if err != nil {
 		return fmt.Errorf("session %s: commit: %w", id, mapErr(err))

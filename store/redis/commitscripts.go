@@ -89,8 +89,12 @@ return {'ok', old, added, removed, oi}
 // its out_order_no key if it has one. ARGV after the head: session id, due
 // member prefix, number of lists, then the feed's field count (0 = no
 // change to publish), max length, fields..., then the webhook due ms.
-// Returns what commitSlotScript returns (without the old index line).
-var commitAllScript = redis.NewScript(commitHead + `
+// The last five ARGV take the connector for a creation (commitTake), so a
+// creation is one round trip too: take ("1"|"0"), the claim "<id>|<ms>", now
+// ms, grace ms, the prefix of another session's record key ("P:{s:").
+// Returns what commitSlotScript returns (without the old index line), or
+// {"busy", other id} | {"creating", other id} | {"connlegacy"}.
+var commitAllScript = redis.NewScript(commitTake + commitHead + `
 local sid, mp, nl = ARGV[i], ARGV[i+1], tonumber(ARGV[i+2]); i = i + 3
 local function lines(s)
   local t = {}
@@ -140,6 +144,37 @@ if #logged > 0 then
 end
 return {'ok', old, added, removed}
 `)
+
+// commitTake takes the connector before a creation on one server, the way
+// takeConnector (sessions.go) does: a claim naming another session is
+// respected while that session is active on this connector (its index line
+// says so), or, if it does not exist, for the grace a creation may take;
+// else it is stale and taken over. A claim naming a record without an index
+// line is answered "connlegacy": the caller takes the connector itself.
+const commitTake = `
+local nA = #ARGV
+if ARGV[1] == 'create' and ARGV[nA-4] == '1' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+  local claim, now, grace, rp = ARGV[nA-3], tonumber(ARGV[nA-2]), tonumber(ARGV[nA-1]), ARGV[nA]
+  local sid = string.match(claim, '^([^|]*)|')
+  local c = redis.call('GET', KEYS[14])
+  local oid, at
+  if c then oid, at = string.match(c, '^([^|]*)|(.*)$') end
+  if oid ~= sid then
+    if oid then
+      local o = redis.call('HMGET', rp .. oid .. '}', 'v', 'i')
+      if o[1] then
+        local oi = o[2] or ''
+        if string.sub(oi, 1, #o[1] + 1) ~= o[1] .. '\n' then return {'connlegacy'} end
+        if string.match(oi, '^[^\n]*\n([^\n]*)\n') == KEYS[14] then return {'busy', oid} end
+      elseif (tonumber(at) or 0) + grace > now then
+        return {'creating', oid}
+      end
+    end
+    redis.call('SET', KEYS[14], claim)
+  end
+end
+`
 
 // connReleaseScript: KEYS connector key. ARGV session id. Deletes the key
 // if it names that session ("<id>|<ms>"). Returns 1 when deleted.

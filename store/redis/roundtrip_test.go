@@ -73,13 +73,15 @@ func TestCommitRoundTrips(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		url  func(t *testing.T) string
-		// round trips of: a plain commit, one leaving a list, one due in the
-		// future without a change to publish
-		plain, leaves, quiet int
+		// round trips of: a creation that takes a free connector, a plain
+		// commit, one leaving a list, one due in the future without a change
+		// to publish
+		create, plain, leaves, quiet int
 	}{
-		{"single", func(t *testing.T) string { return testenv.Redis(t) }, 1, 1, 1},
-		{"sentinel", func(t *testing.T) string { return testenv.RedisSentinelURL(t) }, 1, 1, 1},
-		{"cluster", clusterRedis, 2, 3, 1},
+		{"single", func(t *testing.T) string { return testenv.Redis(t) }, 1, 1, 1, 1},
+		{"sentinel", func(t *testing.T) string { return testenv.RedisSentinelURL(t) }, 1, 1, 1, 1},
+		// the connector's claim first (GET, then its compare-and-set)
+		{"cluster", clusterRedis, 4, 2, 3, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := storetest.NewClock(storetest.T0)
@@ -93,10 +95,17 @@ func TestCommitRoundTrips(t *testing.T) {
 			ctx := t.Context()
 			T0 := storetest.T0
 			sess := storetest.Session("rt1", "CPR", 1, T0)
-			if err := s.CreateSession(ctx, store.Commit{Session: sess}); err != nil {
-				t.Fatal(err)
+			sent := rt.during(t, func() error {
+				return s.CreateSession(ctx, store.Commit{Session: sess, Publish: true, ChangeData: []byte(`{"id":"rt1"}`),
+					Effects: []fsm.Effect{{ID: "rt1/c", Kind: fsm.EffQueryOrder, Session: "rt1"}}})
+			})
+			if len(sent) != tc.create {
+				t.Errorf("create: %d round trips, want %d: %v", len(sent), tc.create, sent)
 			}
 			sess.Version = 1
+			if err := s.CreateSession(ctx, store.Commit{Session: storetest.Session("rt2", "CPR", 1, T0)}); !errors.Is(err, store.ErrConnectorBusy) {
+				t.Fatalf("a second session on the connector: %v", err)
+			}
 			commit := func(n fsm.Session, publish bool, effects ...fsm.Effect) []string {
 				t.Helper()
 				n.UpdatedAt = n.UpdatedAt.Add(time.Second)
@@ -175,8 +184,8 @@ func TestCommitRoundTrips(t *testing.T) {
 					versions = append(versions, c.Version)
 				}
 			}
-			if !slices.Equal(versions, []int64{2, 3, 5}) {
-				t.Errorf("feed versions %v, want [2 3 5]", versions)
+			if !slices.Equal(versions, []int64{1, 2, 3, 5}) {
+				t.Errorf("feed versions %v, want [1 2 3 5]", versions)
 			}
 			page, err := s.ListDeliveries(ctx, store.DeliveryFilter{Status: store.DeliveryPending})
 			if err != nil || len(page.Deliveries) != 3 {
@@ -208,6 +217,11 @@ func TestCommitLegacyRecord(t *testing.T) {
 			must(t, s.CreateSession(ctx, store.Commit{Session: sess}))
 			sess.Version = 1
 			must(t, s.Client().HDel(ctx, s.SessionKey("lg1"), "i").Err())
+			// the connector's claim names it: it is read from its JSON, active
+			err = s.CreateSession(ctx, store.Commit{Session: storetest.Session("lg2", "CPL", 1, storetest.T0)})
+			if !errors.Is(err, store.ErrConnectorBusy) {
+				t.Fatalf("a second session on the connector of a legacy record: %v", err)
+			}
 			n := sess.Clone()
 			n.State, n.OutOrderNo = fsm.Cancelled, "OON-lg1-b"
 			must(t, s.Commit(ctx, store.Commit{ExpectedVersion: 1, Session: n}))

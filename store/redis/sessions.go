@@ -13,11 +13,24 @@ import (
 	"github.com/chargeflow/chargeflow/store"
 )
 
-// CreateSession implements store.Store.
+// CreateSession implements store.Store. On one server the create script
+// takes the connector in the same step (commitTake); on a Cluster the
+// connector's key is in another slot, so takeConnector claims it first.
 func (s *Store) CreateSession(ctx context.Context, c store.Commit) error {
 	rec, err := store.CheckCommit(c, true)
 	if err != nil {
 		return err
+	}
+	cm, err := s.newCommit("create", c, rec)
+	if err != nil {
+		return err
+	}
+	if rec.State.Active() && !s.cluster() {
+		cm.claim = rec.ID + "|" + strconv.FormatInt(store.Millis(s.opts.Now()), 10)
+		if err := s.applyAll(ctx, cm); !errors.Is(err, errLegacyClaim) {
+			return err
+		}
+		cm.claim = ""
 	}
 	var connVal string
 	if rec.State.Active() {
@@ -25,7 +38,7 @@ func (s *Store) CreateSession(ctx context.Context, c store.Commit) error {
 			return err
 		}
 	}
-	err = s.apply(ctx, "create", c, rec)
+	err = s.apply(ctx, cm)
 	if err != nil && connVal != "" {
 		// release our claim (only if it is still ours)
 		if e := casScript.Run(context.WithoutCancel(ctx), s.c, []string{s.connKey(rec.ChargerID, rec.Connector)}, connVal, "").Err(); e != nil {
@@ -83,7 +96,11 @@ func (s *Store) Commit(ctx context.Context, c store.Commit) error {
 	if err != nil {
 		return err
 	}
-	return s.apply(ctx, "commit", c, rec)
+	cm, err := s.newCommit("commit", c, rec)
+	if err != nil {
+		return err
+	}
+	return s.apply(ctx, cm)
 }
 
 func strs(v any) []string {
