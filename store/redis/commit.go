@@ -74,6 +74,7 @@ type commit struct {
 	deliveries []store.Delivery
 	index      indexLine // the new record's derived entries
 	claim      string    // a creation's connector claim taken by commitAllScript ("" for none)
+	added      []string  // after the script: the tasks it added (not pending before)
 }
 
 func (s *Store) newCommit(mode string, c store.Commit, rec fsm.Session) (*commit, error) {
@@ -186,6 +187,7 @@ func (s *Store) applyAll(ctx context.Context, cm *commit) error {
 	if err := cm.refused(res); err != nil {
 		return err
 	}
+	cm.added = strs(res[2])
 	if legacy, _ := res[1].(string); legacy != "" {
 		// The old record predates the index line: tidy what it had from its JSON.
 		ctx = context.WithoutCancel(ctx)
@@ -239,7 +241,8 @@ func (s *Store) applySlot(ctx context.Context, cm *commit) error {
 			old = &l
 		}
 	}
-	s.followUp(ctx, cm, strs(res[2]), strs(res[3]), old, aheadFailed)
+	cm.added = strs(res[2])
+	s.followUp(ctx, cm, cm.added, strs(res[3]), old, aheadFailed)
 	return nil
 }
 
