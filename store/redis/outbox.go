@@ -20,10 +20,10 @@ import (
 // per call, so it may return fewer than max tasks while more are due; the
 // caller polls again. Its round trips do not grow with the sessions it
 // claims from: one pipeline reads the due and the gone entries, one sends
-// every session's claimScript, one MULTI on the {due} slot moves the entries
-// looked at (a crash before that leaves them where they were: a claimed
-// task's entry at its due time, which the next look moves to the lease's
-// end).
+// every session's claimScript; on a Cluster one MULTI on the {due} slot then
+// moves the entries looked at (a crash before that leaves them where they
+// were: a claimed task's entry at its due time, which the next look moves to
+// the lease's end); on one server claimAllScript moves them itself.
 func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease time.Duration, max int) ([]store.Task, error) {
 	if max <= 0 || lease <= 0 || owner == "" {
 		return nil, fmt.Errorf("%w: claim needs an owner, a lease and max > 0", store.ErrInvalid)
@@ -68,6 +68,7 @@ func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease ti
 	// one claimScript per session, all in one pipeline, asking for at most
 	// max tasks in all (the port promises at most max)
 	untilMs := store.Millis(now.Add(lease))
+	cluster := s.cluster() // on one server the script moves the entries too
 	type ask struct {
 		sess, token string
 		cmd         *redis.Cmd
@@ -88,10 +89,15 @@ func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease ti
 				room -= len(tasks)
 				token := store.LeaseToken(owner, randomBytes())
 				args := []any{nowMs, token, untilMs}
+				sc, keys := claimScript, []string{s.tasksKey(sess)}
+				if !cluster {
+					sc, keys = claimAllScript, append(keys, s.dueKey(), s.goneKey())
+					args = append(args, member(sess, ""), nowMs+goneRecheck.Milliseconds())
+				}
 				for _, t := range tasks {
 					args = append(args, t)
 				}
-				asks = append(asks, ask{sess, token, scripts.evalSha(ctx, p, claimScript, []string{s.tasksKey(sess)}, args...)})
+				asks = append(asks, ask{sess, token, scripts.evalSha(ctx, p, sc, keys, args...)})
 			}
 			return nil
 		})
@@ -100,6 +106,11 @@ func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease ti
 	var out []store.Task
 	var moves []func(p redis.Pipeliner)
 	var firstErr error
+	move := func(f func(p redis.Pipeliner)) {
+		if cluster {
+			moves = append(moves, f)
+		}
+	}
 	for _, a := range asks {
 		res, err := a.cmd.Slice()
 		if err != nil {
@@ -132,14 +143,14 @@ func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease ti
 				t.Tries, _ = strconv.Atoi(attS)
 				t.ID, t.SessionID, t.DueAt = tid, a.sess, store.FromMillis(dueMs)
 				t.Owner, t.Lease, t.LeaseUntil = owner, a.token, store.FromMillis(untilMs)
-				moves = append(moves, func(p redis.Pipeliner) {
+				move(func(p redis.Pipeliner) {
 					p.ZAdd(ctx, s.dueKey(), redis.Z{Score: float64(untilMs), Member: mem})
 				})
 				out = append(out, t)
 			case "later":
 				nx, _ := row[2].(string)
 				score, _ := strconv.ParseFloat(nx, 64)
-				moves = append(moves, func(p redis.Pipeliner) {
+				move(func(p redis.Pipeliner) {
 					p.ZAddXX(ctx, s.dueKey(), redis.Z{Score: score, Member: mem})
 				})
 			case "gone":
@@ -150,7 +161,7 @@ func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease ti
 				// task never appears. Removing it here would lose a task
 				// whose commit lands in between (its follow-up re-add can
 				// run before this step) until the grace.
-				moves = append(moves, func(p redis.Pipeliner) {
+				move(func(p redis.Pipeliner) {
 					p.ZAddXX(ctx, s.dueKey(), redis.Z{Score: float64(nowMs + goneRecheck.Milliseconds()), Member: mem})
 					p.ZAddNX(ctx, s.goneKey(), redis.Z{Score: float64(nowMs), Member: mem})
 				})

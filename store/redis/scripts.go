@@ -1,6 +1,10 @@
 package redisstore
 
-import "github.com/redis/go-redis/v9"
+import (
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // Every script touches the keys of ONE hash slot only (see the package doc).
 // Numbers cross the Lua boundary as the strings Go wrote: Lua's tostring of
@@ -9,14 +13,29 @@ import "github.com/redis/go-redis/v9"
 // claimScript: KEYS tasks. ARGV now, lease token, lease until, tids...
 // Per tid: {tid, "claimed", effect, due, attempts, lastErr} | {tid, "later",
 // next} | {tid, "gone"} | {tid, "corrupt"}.
-var claimScript = redis.NewScript(`
+var claimScript = redis.NewScript(strings.NewReplacer("$FIRST", "4", "$CLAIMED", "", "$LATER", "", "$GONE", "").Replace(claimLoop))
+
+// claimAllScript is claimScript on one server (not a Cluster: outbox.go),
+// which also moves each task's P:{due} entry as Claim would after it: a
+// claimed task's to the lease's end, a later one's to its time, a gone
+// one's a little later, first seen noted in P:{due}:gone. KEYS tasks, due,
+// gone. ARGV now, lease token, lease until, due member prefix, recheck ms,
+// tids...
+var claimAllScript = redis.NewScript(strings.NewReplacer("$FIRST", "6",
+	"$CLAIMED", "redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4]..tid)",
+	"$LATER", "redis.call('ZADD', KEYS[2], 'XX', nx, ARGV[4]..tid)",
+	"$GONE", "redis.call('ZADD', KEYS[2], 'XX', ARGV[5], ARGV[4]..tid); redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[4]..tid)",
+).Replace(claimLoop))
+
+const claimLoop = `
 local now = tonumber(ARGV[1])
 local out = {}
-for i = 4, #ARGV do
+for i = $FIRST, #ARGV do
   local tid = ARGV[i]
   local m = redis.call('HGET', KEYS[1], 'm:'..tid)
   if not m then
     out[#out+1] = {tid, 'gone'}
+    $GONE
   else
     local due, lu, att, lease = string.match(m, '^(%-?%d+)\n(%-?%d+)\n(%d+)\n(.*)$')
     if not due then
@@ -25,15 +44,17 @@ for i = 4, #ARGV do
       redis.call('HSET', KEYS[1], 'm:'..tid, due..'\n'..ARGV[3]..'\n'..att..'\n'..ARGV[2])
       out[#out+1] = {tid, 'claimed', redis.call('HGET', KEYS[1], 'e:'..tid) or '', due, att,
         redis.call('HGET', KEYS[1], 'x:'..tid) or ''}
+      $CLAIMED
     else
       local nx = due
       if lease ~= '' and tonumber(lu) > tonumber(due) then nx = lu end
       out[#out+1] = {tid, 'later', nx}
+      $LATER
     end
   end
 end
 return out
-`)
+`
 
 // settleScript: KEYS tasks. ARGV mode ("complete"|"retry"), tid, lease,
 // next due, error text. Returns "ok" or "lost".
@@ -156,5 +177,5 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 `)
 
-var allScripts = []*redis.Script{commitSlotScript, commitAllScript, connReleaseScript, claimScript, settleScript, settleAllScript, releaseScript, feedScript, casScript, hcasScript,
+var allScripts = []*redis.Script{commitSlotScript, commitAllScript, connReleaseScript, claimScript, claimAllScript, settleScript, settleAllScript, releaseScript, feedScript, casScript, hcasScript,
 	idemPutScript, idemSaveScript, markScript, wclaimScript, wsettleScript, wretryScript, wtrimScript, wreleaseScript, wdueTouchScript, wdueSetScript}
