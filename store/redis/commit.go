@@ -57,12 +57,13 @@ import (
 // after — would leave that window open for a whole round trip on every
 // commit, and a crash in it would strand the commit's timers until the sweep.
 
-// taskOp is what an effect's task starts with: its metadata for the commit
-// script (see the package doc's P:{s:<id>}:t) and the score of its P:{due}
-// entry (when the task needs its first look).
-func taskOp(e fsm.Effect, rec fsm.Session) (taskMeta string, score int64) {
+// taskOp is what the task of effect e of commit c starts with, if the
+// commit adds it: its metadata for the commit script (see the package doc's
+// P:{s:<id>}:t) and the score of its P:{due} entry (when the task needs its
+// first look). The one place per-op task metadata is built.
+func taskOp(c store.Commit, e fsm.Effect, rec fsm.Session) (taskMeta string, score float64) {
 	ms := store.Millis(store.TaskDue(e, rec))
-	return meta(ms), ms
+	return meta(ms), float64(ms)
 }
 
 // commit is one commit's script arguments and what its follow-up needs.
@@ -101,9 +102,9 @@ func (s *Store) newCommit(mode string, c store.Commit, rec fsm.Session) (*commit
 		if err != nil {
 			return nil, err
 		}
-		m, score := taskOp(e, rec)
+		m, score := taskOp(c, e, rec)
 		args = append(args, "a", e.ID, b, m, score)
-		due[e.ID] = float64(score)
+		due[e.ID] = score
 	}
 	deliveries, err := store.NewDeliveries(rec.ID, rec.Version, c.Webhooks)
 	if err != nil {
@@ -118,11 +119,16 @@ func (s *Store) newCommit(mode string, c store.Commit, rec fsm.Session) (*commit
 }
 
 // apply commits: one script on one server, two round trips on a Cluster.
+// After a commit that went through, cm.added holds the tasks its script
+// added (not pending before), in the order of the commit's effects.
 func (s *Store) apply(ctx context.Context, cm *commit) error {
+	var err error
 	if s.cluster() {
-		return s.applySlot(ctx, cm)
+		err = s.applySlot(ctx, cm)
+	} else {
+		err = s.applyAll(ctx, cm)
 	}
-	return s.applyAll(ctx, cm)
+	return err
 }
 
 func (s *Store) cluster() bool { _, ok := s.c.(*redis.ClusterClient); return ok }

@@ -27,7 +27,7 @@ func (s *Store) CreateSession(ctx context.Context, c store.Commit) error {
 	}
 	if rec.State.Active() && !s.cluster() {
 		cm.claim = rec.ID + "|" + strconv.FormatInt(store.Millis(s.opts.Now()), 10)
-		if err := s.applyAll(ctx, cm); !errors.Is(err, errLegacyClaim) {
+		if err := s.apply(ctx, cm); !errors.Is(err, errLegacyClaim) {
 			return err
 		}
 		cm.claim = ""
