@@ -17,7 +17,7 @@ import (
 // Redis replicates asynchronously: a replica promoted by Sentinel or by the
 // cluster may lack the last writes its primary acknowledged. Durable makes
 // them safe when it matters: it writes a small key in the session's slot
-// (P:{s:<id>}:w, the time in ms, expiring after a minute) and sends
+// (P:{s:<id>}:sync, the time in ms, expiring after a minute) and sends
 // `WAIT 1 <timeout>` after it on the SAME connection to the primary that
 // holds the session. A primary replicates its writes in one ordered stream,
 // so once a replica has acknowledged that write it holds every earlier one:
@@ -44,7 +44,7 @@ const roleEvery = time.Second
 // errNoReplica: no replica acknowledged within the timeout.
 var errNoReplica = errors.New("no replica acknowledged the session's writes in time")
 
-func (s *Store) syncKey(id string) string { return s.p + ":{s:" + id + "}:w" }
+func (s *Store) syncKey(id string) string { return s.p + ":{s:" + id + "}:sync" }
 
 // Durable implements store.Store (see the policy above).
 func (s *Store) Durable(ctx context.Context, id string) error {

@@ -40,8 +40,21 @@ func TestDurableReplica(t *testing.T) {
 	}
 	sess.Version = 1
 	sess = commitTo(t, s, sess, fsm.UserConfirmed)
+	// the session has a webhook delivery queued in its slot: Durable's own
+	// write must not touch it
+	n := sess.Clone()
+	n.UpdatedAt = sess.UpdatedAt.Add(time.Second)
+	ev := store.WebhookEvent{ID: store.EventID(sess.ID, sess.Version+1, 0), Type: "session.updated", CreatedAt: n.UpdatedAt, Body: []byte(`{}`)}
+	if err := s.Commit(ctx, store.Commit{ExpectedVersion: sess.Version, Session: n, Webhooks: []store.WebhookEvent{ev}}); err != nil {
+		t.Fatal(err)
+	}
+	n.Version = sess.Version + 1
+	sess = n
 	if err := s.Durable(ctx, sess.ID); err != nil {
 		t.Fatalf("durable with the replica in sync: %v", err)
+	}
+	if page, err := s.ListDeliveries(ctx, store.DeliveryFilter{SessionID: sess.ID}); err != nil || len(page.Deliveries) != 1 {
+		t.Fatalf("the webhook delivery after Durable: %+v, %v", page.Deliveries, err)
 	}
 	rr.Cut()
 	commitTo(t, s, sess, fsm.Charging) // acknowledged by the primary only

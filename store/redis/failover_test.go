@@ -142,7 +142,19 @@ func watchFailover(t *testing.T, s *redisstore.Store, id string, kill func()) wi
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(300 * time.Millisecond) // let the probe see it too
+	// The probe needs every primary to take a write; a commit only the
+	// session's (its index writes on others are repaired after), so on a
+	// Cluster commits may come back first: wait for the probe too, then let
+	// its loop see it.
+	for deadline := time.Now().Add(recoverWithin); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		err := s.ProbeCommit(pctx)
+		cancel()
+		if err == nil {
+			break
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
 	close(stop)
 	<-probeDone
 	return w

@@ -19,28 +19,46 @@ import (
 
 // Claim implements store.Store. It looks at up to 4*max due index entries
 // per call, so it may return fewer than max tasks while more are due; the
-// caller polls again.
+// caller polls again. Its round trips do not grow with the sessions it
+// claims from: one pipeline reads the due and the gone entries, one sends
+// every session's claimScript; on a Cluster one MULTI on the {due} slot then
+// moves the entries looked at (a crash before that leaves them where they
+// were: a claimed task's entry at its due time, which the next look moves to
+// the lease's end); on one server claimAllScript moves them itself.
 func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease time.Duration, max int) ([]store.Task, error) {
 	if max <= 0 || lease <= 0 || owner == "" {
 		return nil, fmt.Errorf("%w: claim needs an owner, a lease and max > 0", store.ErrInvalid)
 	}
 	nowMs := store.Millis(now)
-	if err := s.sweepGone(ctx, nowMs); err != nil {
-		return nil, err
-	}
 	s.reindexStep(ctx) // reindex.go: at most one bounded step every ReindexEvery
-	entries, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.dueKey(), Start: "-inf", Stop: strconv.FormatInt(nowMs, 10),
-		ByScore: true, Count: int64(4 * max)}).Result()
+	var dueCmd, goneCmd *redis.StringSliceCmd
+	_, err := s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		goneCmd = p.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.goneKey(), Start: "-inf",
+			Stop: strconv.FormatInt(nowMs-s.opts.GoneGrace.Milliseconds(), 10), ByScore: true, Count: 100})
+		dueCmd = p.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.dueKey(), Start: "-inf", Stop: strconv.FormatInt(nowMs, 10),
+			ByScore: true, Count: int64(4 * max)})
+		return nil
+	})
 	if err != nil {
 		return nil, mapErr(err)
+	}
+	gone := goneCmd.Val()
+	if len(gone) > 0 {
+		if err := s.sweepGone(ctx, gone); err != nil {
+			return nil, err
+		}
 	}
 	// group by session, keeping due order
 	var order []string
 	bySession := map[string][]string{}
-	for _, m := range entries {
+	var bad []string
+	for _, m := range dueCmd.Val() {
+		if slices.Contains(gone, m) {
+			continue // just settled by sweepGone, after this read
+		}
 		sess, task, ok := splitMember(m)
 		if !ok {
-			_ = s.c.ZRem(ctx, s.dueKey(), m).Err()
+			bad = append(bad, m)
 			continue
 		}
 		if _, seen := bySession[sess]; !seen {
@@ -48,24 +66,59 @@ func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease ti
 		}
 		bySession[sess] = append(bySession[sess], task)
 	}
+	// one claimScript per session, all in one pipeline, asking for at most
+	// max tasks in all (the port promises at most max)
 	untilMs := store.Millis(now.Add(lease))
+	cluster := s.cluster() // on one server the script moves the entries too
+	type ask struct {
+		sess, token string
+		cmd         *redis.Cmd
+	}
+	var asks []ask
+	var scripts scriptCmds
+	if len(order) > 0 {
+		_, _ = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
+			room := max
+			for _, sess := range order {
+				if room == 0 {
+					break
+				}
+				tasks := bySession[sess]
+				if len(tasks) > room {
+					tasks = tasks[:room]
+				}
+				room -= len(tasks)
+				token := store.LeaseToken(owner, randomBytes())
+				args := []any{nowMs, token, untilMs}
+				sc, keys := claimScript, []string{s.tasksKey(sess)}
+				if !cluster {
+					sc, keys = claimAllScript, append(keys, s.dueKey(), s.goneKey())
+					args = append(args, member(sess, ""), nowMs+goneRecheck.Milliseconds())
+				}
+				for _, t := range tasks {
+					args = append(args, t)
+				}
+				asks = append(asks, ask{sess, token, scripts.evalSha(ctx, p, sc, keys, args...)})
+			}
+			return nil
+		})
+		scripts.rerun(ctx, s.c)
+	}
 	var out []store.Task
-	for _, sess := range order {
-		if len(out) == max {
-			break
+	var moves []func(p redis.Pipeliner)
+	var firstErr error
+	move := func(f func(p redis.Pipeliner)) {
+		if cluster {
+			moves = append(moves, f)
 		}
-		tasks := bySession[sess]
-		if room := max - len(out); len(tasks) > room {
-			tasks = tasks[:room] // the port promises at most max
-		}
-		token := store.LeaseToken(owner, randomBytes())
-		args := []any{nowMs, token, untilMs}
-		for _, t := range tasks {
-			args = append(args, t)
-		}
-		res, err := claimScript.Run(ctx, s.c, []string{s.tasksKey(sess)}, args...).Slice()
+	}
+	for _, a := range asks {
+		res, err := a.cmd.Slice()
 		if err != nil {
-			return out, mapErr(err) // leases taken so far come back after the lease
+			if firstErr == nil {
+				firstErr = mapErr(err) // leases taken there come back after the lease
+			}
+			continue
 		}
 		for _, r := range res {
 			row, _ := r.([]any)
@@ -73,29 +126,34 @@ func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease ti
 				continue
 			}
 			tid, _ := row[0].(string)
-			mem := member(sess, tid)
+			mem := member(a.sess, tid)
 			switch row[1] {
 			case "claimed":
 				var t store.Task
 				effJSON, _ := row[2].(string)
 				if err := json.Unmarshal([]byte(effJSON), &t.Effect); err != nil {
-					return out, store.Corrupt(s.tasksKey(sess)+" e:"+tid, err)
+					if firstErr == nil {
+						firstErr = store.Corrupt(s.tasksKey(a.sess)+" e:"+tid, err)
+					}
+					continue
 				}
 				dueS, _ := row[3].(string)
 				attS, _ := row[4].(string)
 				t.LastError, _ = row[5].(string)
 				dueMs, _ := strconv.ParseInt(dueS, 10, 64)
 				t.Tries, _ = strconv.Atoi(attS)
-				t.ID, t.SessionID, t.DueAt = tid, sess, store.FromMillis(dueMs)
-				t.Owner, t.Lease, t.LeaseUntil = owner, token, store.FromMillis(untilMs)
-				if err := s.c.ZAdd(ctx, s.dueKey(), redis.Z{Score: float64(untilMs), Member: mem}).Err(); err != nil {
-					return append(out, t), mapErr(err)
-				}
+				t.ID, t.SessionID, t.DueAt = tid, a.sess, store.FromMillis(dueMs)
+				t.Owner, t.Lease, t.LeaseUntil = owner, a.token, store.FromMillis(untilMs)
+				move(func(p redis.Pipeliner) {
+					p.ZAdd(ctx, s.dueKey(), redis.Z{Score: float64(untilMs), Member: mem})
+				})
 				out = append(out, t)
 			case "later":
 				nx, _ := row[2].(string)
 				score, _ := strconv.ParseFloat(nx, 64)
-				_ = s.c.ZAddXX(ctx, s.dueKey(), redis.Z{Score: score, Member: mem}).Err()
+				move(func(p redis.Pipeliner) {
+					p.ZAddXX(ctx, s.dueKey(), redis.Z{Score: score, Member: mem})
+				})
 			case "gone":
 				// Maybe a commit still in flight (its write-ahead entry came
 				// before its script), maybe a commit that died. Keep the
@@ -103,36 +161,44 @@ func (s *Store) Claim(ctx context.Context, now time.Time, owner string, lease ti
 				// seen so that sweepGone drops it after the grace if its
 				// task never appears. Removing it here would lose a task
 				// whose commit lands in between (its follow-up re-add can
-				// run before this pipeline) until the grace.
-				_, _ = s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				// run before this step) until the grace.
+				move(func(p redis.Pipeliner) {
 					p.ZAddXX(ctx, s.dueKey(), redis.Z{Score: float64(nowMs + goneRecheck.Milliseconds()), Member: mem})
 					p.ZAddNX(ctx, s.goneKey(), redis.Z{Score: float64(nowMs), Member: mem})
-					return nil
 				})
 			case "corrupt":
-				return out, store.Corrupt(s.tasksKey(sess)+" m:"+tid, errors.New("bad task metadata"))
+				if firstErr == nil {
+					firstErr = store.Corrupt(s.tasksKey(a.sess)+" m:"+tid, errors.New("bad task metadata"))
+				}
 			}
 		}
 	}
-	return out, nil
+	if len(moves) > 0 || len(bad) > 0 {
+		// P:{due} and P:{due}:gone share a slot: one MULTI
+		_, err := s.c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			for _, m := range bad {
+				p.ZRem(ctx, s.dueKey(), m)
+			}
+			for _, mv := range moves {
+				mv(p)
+			}
+			return nil
+		})
+		if err != nil && firstErr == nil {
+			firstErr = mapErr(err)
+		}
+	}
+	return out, firstErr
 }
 
-// sweepGone drops index entries whose task has been missing for GoneGrace,
-// and puts back those whose task appeared after all.
 // goneRecheck is how soon an entry whose task was not found is looked at
 // again.
 const goneRecheck = time.Second
 
 // sweepGone settles the entries first seen without their task more than
-// GoneGrace ago: a task that exists by now keeps (or gets back) its due entry;
-// one that still does not exist loses it.
-func (s *Store) sweepGone(ctx context.Context, nowMs int64) error {
-	limit := nowMs - s.opts.GoneGrace.Milliseconds()
-	gone, err := s.c.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.goneKey(), Start: "-inf", Stop: strconv.FormatInt(limit, 10),
-		ByScore: true, Count: 100}).Result()
-	if err != nil {
-		return mapErr(err)
-	}
+// GoneGrace ago (gone, read by Claim): a task that exists by now keeps (or
+// gets back) its due entry; one that still does not exist loses it.
+func (s *Store) sweepGone(ctx context.Context, gone []string) error {
 	for _, m := range gone {
 		sess, task, ok := splitMember(m)
 		if ok {
@@ -194,17 +260,30 @@ func randomBytes() []byte {
 	return b
 }
 
+// settle completes or retries a leased task: on one server in one script
+// with its P:{due} entry; on a Cluster the session's slot first, then the
+// entry (a lost lease must not move another claimer's entry).
 func (s *Store) settle(ctx context.Context, t store.Task, mode string, nextDue time.Time, errText string) error {
 	ms := store.Millis(nextDue)
-	r, err := settleScript.Run(ctx, s.c, []string{s.tasksKey(t.SessionID)}, mode, t.ID, t.Lease, ms, errText).Text()
+	mem := member(t.SessionID, t.ID)
+	_, cluster := s.c.(*redis.ClusterClient)
+	var r string
+	var err error
+	if cluster {
+		r, err = settleScript.Run(ctx, s.c, []string{s.tasksKey(t.SessionID)}, mode, t.ID, t.Lease, ms, errText).Text()
+	} else {
+		r, err = settleAllScript.Run(ctx, s.c, []string{s.tasksKey(t.SessionID), s.dueKey()}, mode, t.ID, t.Lease, ms, errText, mem).Text()
+	}
 	if err != nil {
 		return fmt.Errorf("task %s: %w", t.ID, mapErr(err))
 	}
 	if r != "ok" {
 		return fmt.Errorf("task %s: %w", t.ID, store.ErrLeaseLost)
 	}
+	if !cluster {
+		return nil
+	}
 	ctx = context.WithoutCancel(ctx)
-	mem := member(t.SessionID, t.ID)
 	if mode == "complete" {
 		err = s.c.ZRem(ctx, s.dueKey(), mem).Err()
 	} else {

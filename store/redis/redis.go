@@ -7,11 +7,14 @@
 // One session's own keys share the hash tag {s:<id>}, so one Lua script can
 // change them together even on Cluster:
 //
-//	P:{s:<id>}       hash  v = version, d = record JSON
+//	P:{s:<id>}       hash  v = version, d = record JSON, i = the index line:
+//	                       what the derived indexes hold for it (commitscripts.go)
 //	P:{s:<id>}:h     list  history entries (JSON), oldest first
 //	P:{s:<id>}:t     hash  the session's outbox: e:<task> effect JSON,
 //	                       m:<task> "due ms\nlease-until ms\nattempts\nlease token",
 //	                       x:<task> last error
+//	P:{s:<id>}:w, :wq  the webhook deliveries (webhooks.go)
+//	P:{s:<id>}:sync  string  Durable's write before its WAIT (durable.go)
 //
 // Global indexes live in other slots:
 //
@@ -34,21 +37,27 @@
 // The commit is one script on the session's slot: the compare-and-set of the
 // version, the record, the history and the outbox tasks (disarms included)
 // happen together or not at all; that is the transaction the engine relies on.
-// A script cannot also touch the global indexes on Cluster (other slots), so
-// they are DERIVED data, written around the script in an order that makes a
-// crash between steps harmless, and every reader verifies an index hit
-// against the record:
+// On one server (single or Sentinel) the same script also writes the global
+// indexes and the feed: one round trip, nothing between them (commit.go). A
+// script cannot also touch the global indexes on Cluster (other slots), so
+// there they are DERIVED data, written around the script in an order that
+// makes a crash between steps harmless, and every reader verifies an index
+// hit against the record (two round trips; commit.go says why this order):
 //
-//   - Write-ahead: before the script, the new tasks are added to P:{due} and
-//     the new record to its list sets and P:oon. If the script then fails or
-//     the process dies, the extra entries point at nothing (or at a record
-//     that does not match) and are skipped or cleaned up by readers.
-//   - After the script: the tasks it really added are indexed again,
-//     the disarmed ones and the memberships the old record had and the new one
-//     lacks are removed; a removal is followed by a re-read of the record and
-//     a re-add if a later commit needs the entry again, so crossing commits of
-//     two processes can leave a stale entry (skipped by readers) but never
-//     lose one.
+//   - Write-ahead: ahead of the script, in the same pipeline, the new tasks
+//     are added to P:{due} and the new record to its list sets and P:oon. If
+//     the script then fails or the process dies, the extra entries point at
+//     nothing (or at a record that does not match) and are skipped or cleaned
+//     up by readers. A write-ahead that failed while the script committed is
+//     written again after it; what a crash leaves missing, the re-index sweep
+//     puts back.
+//   - After the script: the tasks it really added are indexed again where a
+//     claim may have moved them, the disarmed ones and the memberships the old
+//     record had and the new one lacks are removed (the old record's index
+//     line names them); a list removal is followed by a re-read of the record
+//     and a re-add if a later commit needs the entry again, so crossing
+//     commits of two processes can leave a stale entry (skipped by readers)
+//     but never lose one.
 //   - Claim reads P:{due} and asks the session's slot (claimScript) about each
 //     entry: a task due and not under a live lease is leased in that script,
 //     and its entry moved to the lease's end, so a crashed worker's task comes
@@ -73,21 +82,25 @@
 //     stale (that session ended, or its creation died) and is taken over. A
 //     key naming a session that does not exist yet is respected for
 //     Options.ConnectorGrace, the time a creation can be in flight.
-//   - The feed is appended after the script, in the follow-up pipeline (a change must never announce a
-//     version that lost its compare-and-set). A crash between the two loses
-//     that one live-board update, never session data: the record and history
-//     are the truth and the next change carries the full snapshot. Appends of
-//     two processes for one session cannot go back in versions (feedScript).
+//   - The feed is appended after the script, in the follow-up pipeline (a
+//     change must never announce a version that lost its compare-and-set). A
+//     crash between the two loses that one live-board update, never session
+//     data: the record and history are the truth and the next change carries
+//     the full snapshot. Appends of two processes for one session cannot go
+//     back in versions (feedScript). On one server the commit script appends.
 //
-// On a single node or Sentinel all of this also holds; nothing depends on
-// keyspace notifications. Scripts are loaded at start-up and run with
-// Script.Run (EVALSHA, falling back to EVAL after a server restart), never
-// inside pipelines. Stream reads use a finite BLOCK in a loop.
+// On a single node or Sentinel the readers' rules also hold; nothing depends
+// on keyspace notifications. Scripts are loaded at start-up and run with
+// Script.Run (EVALSHA, falling back to EVAL after a server restart); in a
+// pipeline, where go-redis does not fall back, a NOSCRIPT answer is sent
+// again with Script.Run (scriptCmds, commit.go). Stream reads use a finite
+// BLOCK in a loop.
 //
 // # Files
 //
 // redis.go holds the options, the client and the key names; sessions.go
-// the creation, the commit and the session reads and lists; outbox.go
+// the creation and the session reads and lists; commit.go and
+// commitscripts.go the commit; outbox.go
 // claims, settling and leases; idempotency.go the Idempotency-Key records
 // and processed marks; registry.go chargers, tariffs and anomalies;
 // feed.go the change feed; scripts.go the Lua scripts; durable.go the

@@ -1,67 +1,41 @@
 package redisstore
 
-import "github.com/redis/go-redis/v9"
+import (
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // Every script touches the keys of ONE hash slot only (see the package doc).
 // Numbers cross the Lua boundary as the strings Go wrote: Lua's tostring of
 // a number would switch to exponent notation past 14 digits.
 
-// commitScript: KEYS rec, hist, tasks, webhook deliveries, webhook queue.
-// ARGV mode ("create"|"commit"), expected version, new version, record
-// JSON, nHist, hist..., nOps, then per op "a" tid effectJSON meta | "d" tid,
-// then nWebhooks and per event seq, delivery JSON, next ms (webhooks.go).
-// Returns {"ok", oldJSON, {added...}, {removed...}} or {"exists"} |
-// {"notfound"} | {"conflict", storedVersion}.
-var commitScript = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], 'v')
-if ARGV[1] == 'create' then
-  if cur then return {'exists'} end
-else
-  if not cur then return {'notfound'} end
-  if cur ~= ARGV[2] then return {'conflict', cur} end
-end
-local old = redis.call('HGET', KEYS[1], 'd') or ''
-redis.call('HSET', KEYS[1], 'v', ARGV[3], 'd', ARGV[4])
-local i = 5
-local n = tonumber(ARGV[i]); i = i + 1
-for j = 1, n do redis.call('RPUSH', KEYS[2], ARGV[i]); i = i + 1 end
-n = tonumber(ARGV[i]); i = i + 1
-local added, removed = {}, {}
-for j = 1, n do
-  local op, tid = ARGV[i], ARGV[i+1]
-  if op == 'a' then
-    if redis.call('HSETNX', KEYS[3], 'm:'..tid, ARGV[i+3]) == 1 then
-      redis.call('HSET', KEYS[3], 'e:'..tid, ARGV[i+2])
-      added[#added+1] = tid
-    end
-    i = i + 4
-  else
-    if redis.call('HDEL', KEYS[3], 'm:'..tid, 'e:'..tid, 'x:'..tid) > 0 then removed[#removed+1] = tid end
-    i = i + 2
-  end
-end
-n = tonumber(ARGV[i] or '0'); i = i + 1
-for j = 1, n do
-  if redis.call('HSETNX', KEYS[4], 'd:'..ARGV[i], ARGV[i+1]) == 1 then
-    redis.call('HSET', KEYS[4], 'n:'..ARGV[i], ARGV[i+2])
-    redis.call('ZADD', KEYS[5], ARGV[i], ARGV[i])
-  end
-  i = i + 3
-end
-return {'ok', old, added, removed}
-`)
-
 // claimScript: KEYS tasks. ARGV now, lease token, lease until, tids...
 // Per tid: {tid, "claimed", effect, due, attempts, lastErr} | {tid, "later",
 // next} | {tid, "gone"} | {tid, "corrupt"}.
-var claimScript = redis.NewScript(`
+var claimScript = redis.NewScript(strings.NewReplacer("$FIRST", "4", "$CLAIMED", "", "$LATER", "", "$GONE", "").Replace(claimLoop))
+
+// claimAllScript is claimScript on one server (not a Cluster: outbox.go),
+// which also moves each task's P:{due} entry as Claim would after it: a
+// claimed task's to the lease's end, a later one's to its time, a gone
+// one's a little later, first seen noted in P:{due}:gone. KEYS tasks, due,
+// gone. ARGV now, lease token, lease until, due member prefix, recheck ms,
+// tids...
+var claimAllScript = redis.NewScript(strings.NewReplacer("$FIRST", "6",
+	"$CLAIMED", "redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4]..tid)",
+	"$LATER", "redis.call('ZADD', KEYS[2], 'XX', nx, ARGV[4]..tid)",
+	"$GONE", "redis.call('ZADD', KEYS[2], 'XX', ARGV[5], ARGV[4]..tid); redis.call('ZADD', KEYS[3], 'NX', ARGV[1], ARGV[4]..tid)",
+).Replace(claimLoop))
+
+const claimLoop = `
 local now = tonumber(ARGV[1])
 local out = {}
-for i = 4, #ARGV do
+for i = $FIRST, #ARGV do
   local tid = ARGV[i]
   local m = redis.call('HGET', KEYS[1], 'm:'..tid)
   if not m then
     out[#out+1] = {tid, 'gone'}
+    $GONE
   else
     local due, lu, att, lease = string.match(m, '^(%-?%d+)\n(%-?%d+)\n(%d+)\n(.*)$')
     if not due then
@@ -70,19 +44,37 @@ for i = 4, #ARGV do
       redis.call('HSET', KEYS[1], 'm:'..tid, due..'\n'..ARGV[3]..'\n'..att..'\n'..ARGV[2])
       out[#out+1] = {tid, 'claimed', redis.call('HGET', KEYS[1], 'e:'..tid) or '', due, att,
         redis.call('HGET', KEYS[1], 'x:'..tid) or ''}
+      $CLAIMED
     else
       local nx = due
       if lease ~= '' and tonumber(lu) > tonumber(due) then nx = lu end
       out[#out+1] = {tid, 'later', nx}
+      $LATER
     end
   end
 end
 return out
-`)
+`
 
 // settleScript: KEYS tasks. ARGV mode ("complete"|"retry"), tid, lease,
 // next due, error text. Returns "ok" or "lost".
-var settleScript = redis.NewScript(`
+var settleScript = redis.NewScript(settleBody + `
+return 'ok'
+`)
+
+// settleAllScript is settleScript on one server (not a Cluster: outbox.go),
+// which also moves the task's P:{due} entry in the same step. KEYS tasks,
+// due. ARGV those of settleScript, then the due member.
+var settleAllScript = redis.NewScript(settleBody + `
+if ARGV[1] == 'complete' then
+  redis.call('ZREM', KEYS[2], ARGV[6])
+else
+  redis.call('ZADD', KEYS[2], ARGV[4], ARGV[6])
+end
+return 'ok'
+`)
+
+const settleBody = `
 local tid = ARGV[2]
 local m = redis.call('HGET', KEYS[1], 'm:'..tid)
 if not m then return 'lost' end
@@ -93,8 +85,7 @@ if ARGV[1] == 'complete' then
 else
   redis.call('HSET', KEYS[1], 'm:'..tid, ARGV[4]..'\n0\n'..(tonumber(att)+1)..'\n', 'x:'..tid, ARGV[5])
 end
-return 'ok'
-`)
+`
 
 // releaseScript: KEYS tasks. ARGV now, owner prefix, tids... Every task
 // under a live lease (lease-until > now) whose token's owner starts with the
@@ -186,5 +177,5 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 `)
 
-var allScripts = []*redis.Script{commitScript, claimScript, settleScript, releaseScript, feedScript, casScript, hcasScript,
+var allScripts = []*redis.Script{commitSlotScript, commitAllScript, connReleaseScript, claimScript, claimAllScript, settleScript, settleAllScript, releaseScript, feedScript, casScript, hcasScript,
 	idemPutScript, idemSaveScript, markScript, wclaimScript, wsettleScript, wretryScript, wtrimScript, wreleaseScript, wdueTouchScript, wdueSetScript}

@@ -2,10 +2,8 @@ package redisstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -15,11 +13,24 @@ import (
 	"github.com/chargeflow/chargeflow/store"
 )
 
-// CreateSession implements store.Store.
+// CreateSession implements store.Store. On one server the create script
+// takes the connector in the same step (commitTake); on a Cluster the
+// connector's key is in another slot, so takeConnector claims it first.
 func (s *Store) CreateSession(ctx context.Context, c store.Commit) error {
 	rec, err := store.CheckCommit(c, true)
 	if err != nil {
 		return err
+	}
+	cm, err := s.newCommit("create", c, rec)
+	if err != nil {
+		return err
+	}
+	if rec.State.Active() && !s.cluster() {
+		cm.claim = rec.ID + "|" + strconv.FormatInt(store.Millis(s.opts.Now()), 10)
+		if err := s.apply(ctx, cm); !errors.Is(err, errLegacyClaim) {
+			return err
+		}
+		cm.claim = ""
 	}
 	var connVal string
 	if rec.State.Active() {
@@ -27,7 +38,7 @@ func (s *Store) CreateSession(ctx context.Context, c store.Commit) error {
 			return err
 		}
 	}
-	err = s.apply(ctx, "create", c, rec)
+	err = s.apply(ctx, cm)
 	if err != nil && connVal != "" {
 		// release our claim (only if it is still ours)
 		if e := casScript.Run(context.WithoutCancel(ctx), s.c, []string{s.connKey(rec.ChargerID, rec.Connector)}, connVal, "").Err(); e != nil {
@@ -85,169 +96,11 @@ func (s *Store) Commit(ctx context.Context, c store.Commit) error {
 	if err != nil {
 		return err
 	}
-	return s.apply(ctx, "commit", c, rec)
-}
-
-// apply runs the write-ahead, the session script and the follow-up.
-func (s *Store) apply(ctx context.Context, mode string, c store.Commit, rec fsm.Session) error {
-	data, err := store.MarshalSession(rec)
+	cm, err := s.newCommit("commit", c, rec)
 	if err != nil {
 		return err
 	}
-	args := []any{mode, c.ExpectedVersion, rec.Version, data, len(c.History)}
-	for _, h := range c.History {
-		b, err := json.Marshal(h)
-		if err != nil {
-			return err
-		}
-		args = append(args, b)
-	}
-	args = append(args, len(c.Effects))
-	due := map[string]float64{} // task → score, for the index
-	for _, e := range c.Effects {
-		if e.Kind == fsm.EffDisarmTimer {
-			args = append(args, "d", e.TimerID)
-			continue
-		}
-		b, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		m, score := leasedMeta(c.Lease, e, store.Millis(store.TaskDue(e, rec))) // outbox.go
-		args = append(args, "a", e.ID, b, m)
-		due[e.ID] = score
-	}
-
-	deliveries, err := store.NewDeliveries(rec.ID, rec.Version, c.Webhooks)
-	if err != nil {
-		return err
-	}
-	if args, err = appendDeliveries(args, deliveries); err != nil {
-		return err
-	}
-	if err := s.deliveriesAhead(ctx, rec.ID, deliveries); err != nil {
-		return err
-	}
-
-	// write-ahead of the derived indexes
-	_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for id, score := range due {
-			// LT: an effect already pending keeps its (earlier) entry
-			p.ZAddLT(ctx, s.dueKey(), redis.Z{Score: score, Member: member(rec.ID, id)})
-		}
-		for _, k := range s.lists(rec) {
-			p.ZAdd(ctx, k, redis.Z{Member: store.SortKey(rec)})
-		}
-		if rec.OutOrderNo != "" {
-			p.Set(ctx, s.oonKey(rec.OutOrderNo), rec.ID, 0)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("session %s: index write-ahead: %w", rec.ID, mapErr(err))
-	}
-
-	res, err := commitScript.Run(ctx, s.c, []string{s.recKey(rec.ID), s.histKey(rec.ID), s.tasksKey(rec.ID),
-		s.whKey(rec.ID), s.whQueueKey(rec.ID)}, args...).Slice()
-	if err != nil {
-		return fmt.Errorf("session %s: commit: %w", rec.ID, mapErr(err))
-	}
-	if len(deliveries) > 0 {
-		defer s.deliveriesAfter(context.WithoutCancel(ctx), rec.ID, deliveries, res[0] == "ok")
-	}
-	switch res[0] {
-	case "exists":
-		return fmt.Errorf("session %s: %w", rec.ID, store.ErrExists)
-	case "notfound":
-		return fmt.Errorf("session %s: %w", rec.ID, store.ErrNotFound)
-	case "conflict":
-		return fmt.Errorf("session %s at version %v, not %d: %w", rec.ID, res[1], c.ExpectedVersion, store.ErrVersionConflict)
-	}
-	oldJSON, _ := res[1].(string)
-	added, removed := strs(res[2]), strs(res[3])
-	grantAdded(c.Lease, rec, c.Effects, added) // outbox.go
-
-	// The transition is committed: what follows only tidies derived data, so
-	// it runs even if the caller's context ends now.
-	ctx = context.WithoutCancel(ctx)
-	var old *fsm.Session
-	if oldJSON != "" {
-		o, err := store.DecodeSession(s.recKey(rec.ID), []byte(oldJSON))
-		if err != nil {
-			s.opts.Logger.Warn("redisstore: previous record unreadable; its index entries stay (readers skip them)", "session", rec.ID, "err", err)
-		} else {
-			old = &o
-		}
-	}
-	var stale []string
-	if old != nil {
-		now := s.lists(rec)
-		for _, k := range s.lists(*old) {
-			if !slices.Contains(now, k) {
-				stale = append(stale, k)
-			}
-		}
-	}
-	var change store.Change
-	var feedCmd *redis.Cmd
-	if c.Publish {
-		change = store.Change{Kind: store.ChangeSession, SessionID: rec.ID, Version: rec.Version,
-			ChargerID: rec.ChargerID, At: rec.UpdatedAt, Data: c.ChangeData}
-	}
-	_, err = s.c.Pipelined(ctx, func(p redis.Pipeliner) error {
-		if c.Publish {
-			// EVALSHA in a pipeline does not fall back to EVAL: a NOSCRIPT
-			// (server restarted) is retried below with Script.Run.
-			keys, args := s.feedArgs(change)
-			feedCmd = feedScript.EvalSha(ctx, p, keys, args...)
-		}
-		for _, id := range added {
-			p.ZAdd(ctx, s.dueKey(), redis.Z{Score: due[id], Member: member(rec.ID, id)})
-		}
-		for _, id := range removed {
-			p.ZRem(ctx, s.dueKey(), member(rec.ID, id))
-		}
-		for _, k := range stale {
-			p.ZRem(ctx, k, store.SortKey(rec))
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		s.opts.Logger.Warn("redisstore: index follow-up", "session", rec.ID, "err", err)
-	}
-	if len(stale) > 0 {
-		s.reverify(ctx, rec.ID, stale)
-	}
-	if !rec.State.Active() && (old == nil || old.State.Active()) {
-		key := s.connKey(rec.ChargerID, rec.Connector)
-		if cur, err := s.c.Get(ctx, key).Result(); err == nil && strings.HasPrefix(cur, rec.ID+"|") {
-			_ = casScript.Run(ctx, s.c, []string{key}, cur, "").Err()
-		}
-	}
-	if old != nil && old.OutOrderNo != "" && old.OutOrderNo != rec.OutOrderNo {
-		_ = casScript.Run(ctx, s.c, []string{s.oonKey(old.OutOrderNo)}, rec.ID, "").Err()
-	}
-	if feedCmd != nil && feedCmd.Err() != nil && !errors.Is(feedCmd.Err(), redis.Nil) {
-		if err := s.publish(ctx, change); err != nil {
-			s.opts.Logger.Warn("redisstore: feed append lost", "session", rec.ID, "version", rec.Version, "err", err)
-		}
-	}
-	return nil
-}
-
-// reverify re-adds list entries just removed that the current record (a
-// later commit's) needs after all.
-func (s *Store) reverify(ctx context.Context, id string, removed []string) {
-	cur, err := s.GetSession(ctx, id)
-	if err != nil {
-		return
-	}
-	need := s.lists(cur)
-	for _, k := range removed {
-		if slices.Contains(need, k) {
-			_ = s.c.ZAdd(ctx, k, redis.Z{Member: store.SortKey(cur)}).Err()
-		}
-	}
+	return s.apply(ctx, cm)
 }
 
 func strs(v any) []string {

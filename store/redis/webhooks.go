@@ -161,7 +161,8 @@ func (s *Store) setDue(ctx context.Context, session, stamp, mode string, ms, now
 	}
 }
 
-// appendDeliveries adds a commit's deliveries to the commit script's ARGV.
+// appendDeliveries adds a commit's deliveries to the commit script's ARGV
+// (commitHead): seq, delivery JSON, next ms, log key.
 func appendDeliveries(args []any, ds []store.Delivery) ([]any, error) {
 	args = append(args, len(ds))
 	for _, d := range ds {
@@ -169,7 +170,7 @@ func appendDeliveries(args []any, ds []store.Delivery) ([]any, error) {
 		if err != nil {
 			return nil, err
 		}
-		args = append(args, d.Seq, b, store.Millis(d.NextAt))
+		args = append(args, d.Seq, b, store.Millis(d.NextAt), d.LogKey())
 	}
 	return args, nil
 }
