@@ -112,7 +112,7 @@ func (l *PahoLink) Start(ctx context.Context, h Handler) error {
 		SetMaxReconnectInterval(10 * time.Second).
 		SetKeepAlive(orDefault(l.cfg.KeepAlive, 30*time.Second)).
 		SetConnectTimeout(10 * time.Second).
-		SetStore(paho.NewOrderedMemoryStore()) // commands queued during a reconnect go out in order
+		SetStore(NewPahoStore()) // commands queued during a reconnect go out in order (pahostore.go)
 	if l.cfg.TLSConfig != nil {
 		opts.SetTLSConfig(l.cfg.TLSConfig)
 	}

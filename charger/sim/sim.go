@@ -280,7 +280,7 @@ func (c *Charger) PowerOn(ctx context.Context) error {
 		SetClientID(c.id).SetUsername(c.id).SetPassword(c.password).
 		SetCleanSession(false).
 		SetKeepAlive(30*time.Second).
-		SetStore(paho.NewOrderedMemoryStore()). // re-sends after a reconnect go out in order
+		SetStore(charger.NewPahoStore()). // re-sends after a reconnect go out in order
 		SetBinaryWill(c.topics.State(c.id), will, 1, true).
 		SetOrderMatters(true). // handlers publish without waiting on tokens, so no deadlock
 		SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { c.onMessage(p, m) }).

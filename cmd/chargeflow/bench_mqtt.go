@@ -56,7 +56,7 @@ func (r *mqttRig) rawMessage(paho.Client, paho.Message) {
 }
 
 func benchPaho(url, id, user, pass string) (paho.Client, error) {
-	o := paho.NewClientOptions().AddBroker(url).SetClientID(id).SetUsername(user).SetPassword(pass).
+	o := paho.NewClientOptions().SetStore(charger.NewPahoStore()).AddBroker(url).SetClientID(id).SetUsername(user).SetPassword(pass).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second)
 	c := paho.NewClient(o)
 	if t := c.Connect(); !t.WaitTimeout(10*time.Second) || t.Error() != nil {

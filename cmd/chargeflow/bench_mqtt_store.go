@@ -120,7 +120,7 @@ func (b *bench) burst(ctx context.Context, persist bool) (int64, time.Duration, 
 	defer bb.close()
 	topics := charger.Topics{Prefix: charger.DefaultPrefix}
 	for _, id := range bb.ids {
-		o := paho.NewClientOptions().AddBroker(bb.broker.URL()).SetClientID(id).SetUsername(id).SetPassword("pw-" + id).
+		o := paho.NewClientOptions().SetStore(charger.NewPahoStore()).AddBroker(bb.broker.URL()).SetClientID(id).SetUsername(id).SetPassword("pw-" + id).
 			SetCleanSession(false).SetAutoReconnect(false).SetConnectTimeout(5 * time.Second).
 			SetDefaultPublishHandler(func(paho.Client, paho.Message) { got.Add(1) })
 		c := paho.NewClient(o)

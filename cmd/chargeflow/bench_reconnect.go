@@ -136,7 +136,7 @@ func benchReconnect(ctx context.Context, b *bench) {
 // reconnectPaho connects as firmware does: a CONNECT waits up to 30 s for
 // its CONNACK.
 func reconnectPaho(url, id, user, pass string) (paho.Client, error) {
-	o := paho.NewClientOptions().AddBroker(url).SetClientID(id).SetUsername(user).SetPassword(pass).
+	o := paho.NewClientOptions().SetStore(charger.NewPahoStore()).AddBroker(url).SetClientID(id).SetUsername(user).SetPassword(pass).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(30 * time.Second)
 	c := paho.NewClient(o)
 	if t := c.Connect(); !t.WaitTimeout(35*time.Second) || t.Error() != nil {

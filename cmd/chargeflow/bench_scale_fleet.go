@@ -184,7 +184,7 @@ func (f *scaleFleet) connect(ctx context.Context, width int, password func(id st
 }
 
 func (f *scaleFleet) open(ctx context.Context, conn *scaleConn, user, pass string) error {
-	o := paho.NewClientOptions().AddBroker(f.url).SetClientID(conn.clientID).SetUsername(user).SetPassword(pass).
+	o := paho.NewClientOptions().SetStore(charger.NewPahoStore()).AddBroker(f.url).SetClientID(conn.clientID).SetUsername(user).SetPassword(pass).
 		SetCleanSession(false).SetKeepAlive(30 * time.Second). // docs/protocol.md §1
 		SetOrderMatters(true).                                 // handlers publish without waiting on tokens
 		SetAutoReconnect(true).SetConnectRetry(true).SetConnectRetryInterval(time.Second).
