@@ -147,6 +147,7 @@ type Store struct {
 
 	writes, commits atomic.Uint64 // WriteStats
 	waiting         atomic.Int64  // calls handed to the writer, not yet answered
+	written         written       // the records written last, for the next commit (written.go)
 
 	stop chan struct{}
 	wg   sync.WaitGroup
