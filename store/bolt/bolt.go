@@ -241,7 +241,10 @@ func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 }
 
 // writeState is what one run of a write's function did besides writing.
-type writeState struct{ published bool }
+type writeState struct {
+	published bool
+	written   []writtenPut // records written, remembered once committed (written.go)
+}
 
 func mapErr(err error) error {
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) || errors.Is(err, bolterrors.ErrTxClosed) {

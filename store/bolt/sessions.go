@@ -104,7 +104,7 @@ func (s *Store) write(tx *bolt.Tx, w *writeState, old *prevRec, rec fsm.Session,
 		}
 	}
 	next := prevOf(rec)
-	s.written.put(rec.ID, enc.sum, next)
+	w.written = append(w.written, writtenPut{id: rec.ID, sum: enc.sum, prev: next})
 	for _, k := range next.idx {
 		if err := idx.Put(k, nil); err != nil {
 			return err

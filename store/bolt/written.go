@@ -62,22 +62,35 @@ func (w *written) lookup(id string, stored []byte) (prevRec, bool) {
 	return e.prev, true
 }
 
-// put remembers a record written in a transaction that may still fail:
-// lookup checks the stored bytes, so an entry of a write that did not
-// commit is never used.
-func (w *written) put(id string, sum [sha256.Size]byte, p prevRec) {
+// writtenPut is a record a write made, remembered once its transaction
+// committed: a transaction rolled back and run again (write.go) must not
+// leave an entry the stored bytes do not match (it would only cost a
+// decode, but on every run of a batch run again).
+type writtenPut struct {
+	id   string
+	sum  [sha256.Size]byte
+	prev prevRec
+}
+
+// put remembers records of a committed transaction.
+func (w *written) put(puts []writtenPut) {
+	if len(puts) == 0 {
+		return
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.m == nil {
 		w.m = make(map[string]writtenEntry)
 	}
-	if _, ok := w.m[id]; !ok && len(w.m) >= writtenMax {
-		for k := range w.m { // one arbitrary entry
-			delete(w.m, k)
-			break
+	for _, p := range puts {
+		if _, ok := w.m[p.id]; !ok && len(w.m) >= writtenMax {
+			for k := range w.m { // one arbitrary entry
+				delete(w.m, k)
+				break
+			}
 		}
+		w.m[p.id] = writtenEntry{sum: p.sum, prev: p.prev}
 	}
-	w.m[id] = writtenEntry{sum: sum, prev: p}
 }
 
 // encodedCommit is a commit's JSON, encoded before its write is queued.
