@@ -86,6 +86,7 @@ type bench struct {
 
 	rows, failed int
 	rigs         int // engine rigs set up so far (bench_rig.go)
+	prof         *benchProfiles
 }
 
 // benchMaxSessions bounds --sessions; the engine scenario, which runs a
@@ -129,6 +130,10 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 	chargers := fs.Int("chargers", 200, "chargers with passwords connecting at once in the reconnect scenario (at most 15000); chargers online in scale (default 5000, at most 50000)")
 	connections := fs.Int("connections", 0, "scale: real MQTT connections at most (default a fifth of --chargers, 1000 to 10000; at most 18000); the other chargers are multiplexed")
 	jsonOut := fs.Bool("json", false, "print one JSON object per row instead of a table")
+	var prof benchProfiles
+	fs.StringVar(&prof.cpu, "cpuprofile", "", "write a CPU profile to this file (burst: its measured window; otherwise the whole run)")
+	fs.StringVar(&prof.mutex, "mutexprofile", "", "write a mutex contention profile to this file (as --cpuprofile)")
+	fs.StringVar(&prof.block, "blockprofile", "", "write a blocking profile to this file (as --cpuprofile)")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, benchUsage)
 		fs.PrintDefaults()
@@ -179,10 +184,20 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("bench: --sessions must be at most %d for the engine scenario (one simulated charger and goroutine each), got %d", benchMaxEngineSessions, *sessions)
 	}
 
+	prof.windowed = slices.Contains(selected, "burst")
+	if err := prof.start(); err != nil {
+		return err
+	}
+	defer func() {
+		if perr := prof.stop(); perr != nil {
+			fmt.Fprintln(stderr, perr)
+		}
+	}()
+
 	var id [4]byte
 	_, _ = rand.Read(id[:])
 	b := &bench{duration: *duration, redisURL: *redisURL, mqttURL: *mqttURL, sessions: *sessions, rate: *rate, chargers: *chargers,
-		connections: *connections, given: given, json: *jsonOut,
+		connections: *connections, given: given, json: *jsonOut, prof: &prof,
 		stdout: stdout, stderr: stderr, runID: "cfbench" + hex.EncodeToString(id[:]),
 		log:       slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		brokerLog: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError}))}

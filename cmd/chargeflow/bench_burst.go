@@ -75,9 +75,14 @@ func (b *bench) burstRow(ctx context.Context, row string, n int, o rigOptions) e
 			}
 		})
 	}
+	endProfile, err := b.prof.window()
+	if err != nil {
+		return err
+	}
 	close(gate)
 	wg.Wait()
 	if err, _ := confirmErr.Load().(error); err != nil {
+		_ = endProfile()
 		return err
 	}
 	var got, notified []time.Duration
@@ -92,6 +97,9 @@ func (b *bench) burstRow(ctx context.Context, row string, n int, o rigOptions) e
 		}
 		arrived[i] = at
 		got = append(got, at.Sub(confirmed[i]))
+	}
+	if err := endProfile(); err != nil {
+		return err
 	}
 	if len(got) == 0 {
 		return fmt.Errorf("no start reached a charger within 60s of %d confirmations", n)

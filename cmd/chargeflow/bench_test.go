@@ -5,6 +5,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -251,6 +253,31 @@ func TestBenchBurst(t *testing.T) {
 		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, errOut, out)
 	}
 	checkTable(t, out, "burst.embedded", "burst.redis+mosquitto")
+}
+
+// TestBenchBurstProfiles: --cpuprofile, --mutexprofile and --blockprofile
+// write pprof files (gzipped protocol buffers) of the burst's window.
+func TestBenchBurstProfiles(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{"--cpuprofile": "cpu.prof", "--mutexprofile": "mutex.prof", "--blockprofile": "block.prof"}
+	args := []string{"--scenario", "burst", "--sessions", "4"}
+	for flag, name := range files {
+		args = append(args, flag, filepath.Join(dir, name))
+	}
+	out, errOut, err := runBenchCmd(t, args...)
+	if err != nil {
+		t.Fatalf("bench: %v\nstderr:\n%s\nstdout:\n%s", err, errOut, out)
+	}
+	checkTable(t, out, "burst.embedded")
+	for flag, name := range files {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatalf("%s: %v", flag, err)
+		}
+		if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("%s wrote %d bytes, not a gzipped profile", flag, len(b))
+		}
+	}
 }
 
 // TestBenchValley: a tiny valley on the embedded stack, as JSON: every

@@ -147,6 +147,7 @@ type Store struct {
 
 	writes, commits atomic.Uint64 // WriteStats
 	waiting         atomic.Int64  // calls handed to the writer, not yet answered
+	written         written       // the records written last, for the next commit (written.go)
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -240,7 +241,10 @@ func (s *Store) view(ctx context.Context, fn func(tx *bolt.Tx) error) error {
 }
 
 // writeState is what one run of a write's function did besides writing.
-type writeState struct{ published bool }
+type writeState struct {
+	published bool
+	written   []writtenPut // records written, remembered once committed (written.go)
+}
 
 func mapErr(err error) error {
 	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) || errors.Is(err, bolterrors.ErrTxClosed) {

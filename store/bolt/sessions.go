@@ -30,6 +30,10 @@ func (s *Store) CreateSession(ctx context.Context, c store.Commit) error {
 	if err != nil {
 		return err
 	}
+	enc, err := encodeCommit(rec, c)
+	if err != nil {
+		return err
+	}
 	err = s.update(ctx, func(tx *bolt.Tx, w *writeState) error {
 		if tx.Bucket(bSessions).Get([]byte(rec.ID)) != nil {
 			return fmt.Errorf("session %s: %w", rec.ID, store.ErrExists)
@@ -40,7 +44,7 @@ func (s *Store) CreateSession(ctx context.Context, c store.Commit) error {
 				return fmt.Errorf("charger %s connector %d has session %s: %w", rec.ChargerID, rec.Connector, other, store.ErrConnectorBusy)
 			}
 		}
-		return s.write(tx, w, nil, rec, c)
+		return s.write(tx, w, nil, rec, c, enc)
 	})
 	return leaseOutcome(c.Lease, err)
 }
@@ -51,46 +55,57 @@ func (s *Store) Commit(ctx context.Context, c store.Commit) error {
 	if err != nil {
 		return err
 	}
+	enc, err := encodeCommit(rec, c) // before the writer: see written.go
+	if err != nil {
+		return err
+	}
 	err = s.update(ctx, func(tx *bolt.Tx, w *writeState) error {
-		old, err := getSession(tx, rec.ID)
-		if err != nil {
-			return err
+		stored := tx.Bucket(bSessions).Get([]byte(rec.ID))
+		if stored == nil {
+			return fmt.Errorf("session %s: %w", rec.ID, store.ErrNotFound)
 		}
-		if old.Version != c.ExpectedVersion {
-			return fmt.Errorf("session %s at version %d, not %d: %w", rec.ID, old.Version, c.ExpectedVersion, store.ErrVersionConflict)
+		old, ok := s.written.lookup(rec.ID, stored)
+		if !ok {
+			sess, err := store.DecodeSession("sessions/"+rec.ID, stored)
+			if err != nil {
+				return err
+			}
+			old = prevOf(sess)
 		}
-		return s.write(tx, w, &old, rec, c)
+		if old.version != c.ExpectedVersion {
+			return fmt.Errorf("session %s at version %d, not %d: %w", rec.ID, old.version, c.ExpectedVersion, store.ErrVersionConflict)
+		}
+		return s.write(tx, w, &old, rec, c, enc)
 	})
 	return leaseOutcome(c.Lease, err)
 }
 
-// write stores rec (replacing old, nil when new) with everything it implies.
-func (s *Store) write(tx *bolt.Tx, w *writeState, old *fsm.Session, rec fsm.Session, c store.Commit) error {
+// write stores rec (replacing old, nil when new; enc its JSON) with
+// everything it implies.
+func (s *Store) write(tx *bolt.Tx, w *writeState, old *prevRec, rec fsm.Session, c store.Commit, enc *encodedCommit) error {
 	if c.Lease != nil {
 		c.Lease.Granted = nil // a transaction run again starts afresh
 	}
-	data, err := store.MarshalSession(rec)
-	if err != nil {
-		return err
-	}
-	if err := tx.Bucket(bSessions).Put([]byte(rec.ID), data); err != nil {
+	if err := tx.Bucket(bSessions).Put([]byte(rec.ID), enc.data); err != nil {
 		return err
 	}
 	// indexes
 	idx := tx.Bucket(bIdx)
 	if old != nil {
-		for _, k := range indexes(*old) {
+		for _, k := range old.idx {
 			if err := idx.Delete(k); err != nil {
 				return err
 			}
 		}
-		if old.OutOrderNo != "" && old.OutOrderNo != rec.OutOrderNo {
-			if err := tx.Bucket(bOON).Delete([]byte(old.OutOrderNo)); err != nil {
+		if old.outOrderNo != "" && old.outOrderNo != rec.OutOrderNo {
+			if err := tx.Bucket(bOON).Delete([]byte(old.outOrderNo)); err != nil {
 				return err
 			}
 		}
 	}
-	for _, k := range indexes(rec) {
+	next := prevOf(rec)
+	w.written = append(w.written, writtenPut{id: rec.ID, sum: enc.sum, prev: next})
+	for _, k := range next.idx {
 		if err := idx.Put(k, nil); err != nil {
 			return err
 		}
@@ -123,11 +138,7 @@ func (s *Store) write(tx *bolt.Tx, w *writeState, old *fsm.Session, rec fsm.Sess
 	} else if k, _ := cur.Last(); k != nil && bytes.HasPrefix(k, prefix) {
 		n = binary.BigEndian.Uint64(k[len(prefix):]) + 1
 	}
-	for _, h := range c.History {
-		b, err := json.Marshal(h)
-		if err != nil {
-			return err
-		}
+	for _, b := range enc.history {
 		if err := hist.Put(append(slices.Clone(prefix), be64(n)...), b); err != nil {
 			return err
 		}

@@ -137,6 +137,9 @@ func (s *Store) commitBatch(calls []*writeCall) (again []*writeCall) {
 		if failed < 0 {
 			// Committed, or not at all (the same answer for every call).
 			if err == nil {
+				for _, c := range live {
+					s.written.put(c.w.written)
+				}
 				s.writes.Add(uint64(len(live)))
 				s.commits.Add(1)
 				if slices.ContainsFunc(live, func(c *writeCall) bool { return c.w.published }) {
