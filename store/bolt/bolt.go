@@ -146,6 +146,7 @@ type Store struct {
 	wake    *sync.Cond
 
 	writes, commits atomic.Uint64 // WriteStats
+	rollbacks       atomic.Uint64 // batches run again without a failed call (write.go)
 	waiting         atomic.Int64  // calls handed to the writer, not yet answered
 	written         written       // the records written last, for the next commit (written.go)
 

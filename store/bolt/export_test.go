@@ -36,3 +36,6 @@ func Queued(s *Store) int {
 	defer s.mu.Unlock()
 	return len(s.queue)
 }
+
+// Rollbacks counts the batches rolled back and run again without a failed call.
+func Rollbacks(s *Store) uint64 { return s.rollbacks.Load() }

@@ -137,14 +137,14 @@ func (s *Store) settle(ctx context.Context, t store.Task, fn func(tasks, due *bo
 		tk := join(t.SessionID, t.ID)
 		b := tasks.Get(tk)
 		if b == nil {
-			return fmt.Errorf("task %s: %w", t.ID, store.ErrLeaseLost)
+			return refuse(fmt.Errorf("task %s: %w", t.ID, store.ErrLeaseLost))
 		}
 		var rec taskRec
 		if err := store.DecodeJSON("tasks/"+string(tk), b, &rec); err != nil {
 			return err
 		}
 		if rec.Lease == "" || rec.Lease != t.Lease {
-			return fmt.Errorf("task %s: %w", t.ID, store.ErrLeaseLost)
+			return refuse(fmt.Errorf("task %s: %w", t.ID, store.ErrLeaseLost))
 		}
 		if err := due.Delete(dueKey(rec.next(), t.SessionID, t.ID)); err != nil {
 			return err

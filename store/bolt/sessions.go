@@ -36,12 +36,12 @@ func (s *Store) CreateSession(ctx context.Context, c store.Commit) error {
 	}
 	err = s.update(ctx, func(tx *bolt.Tx, w *writeState) error {
 		if tx.Bucket(bSessions).Get([]byte(rec.ID)) != nil {
-			return fmt.Errorf("session %s: %w", rec.ID, store.ErrExists)
+			return refuse(fmt.Errorf("session %s: %w", rec.ID, store.ErrExists))
 		}
 		if rec.State.Active() {
 			ck := connKey(rec.ChargerID, rec.Connector)
 			if other := tx.Bucket(bConn).Get(ck); other != nil {
-				return fmt.Errorf("charger %s connector %d has session %s: %w", rec.ChargerID, rec.Connector, other, store.ErrConnectorBusy)
+				return refuse(fmt.Errorf("charger %s connector %d has session %s: %w", rec.ChargerID, rec.Connector, other, store.ErrConnectorBusy))
 			}
 		}
 		return s.write(tx, w, nil, rec, c, enc)
@@ -62,7 +62,7 @@ func (s *Store) Commit(ctx context.Context, c store.Commit) error {
 	err = s.update(ctx, func(tx *bolt.Tx, w *writeState) error {
 		stored := tx.Bucket(bSessions).Get([]byte(rec.ID))
 		if stored == nil {
-			return fmt.Errorf("session %s: %w", rec.ID, store.ErrNotFound)
+			return refuse(fmt.Errorf("session %s: %w", rec.ID, store.ErrNotFound))
 		}
 		old, ok := s.written.lookup(rec.ID, stored)
 		if !ok {
@@ -73,7 +73,7 @@ func (s *Store) Commit(ctx context.Context, c store.Commit) error {
 			old = prevOf(sess)
 		}
 		if old.version != c.ExpectedVersion {
-			return fmt.Errorf("session %s at version %d, not %d: %w", rec.ID, old.version, c.ExpectedVersion, store.ErrVersionConflict)
+			return refuse(fmt.Errorf("session %s at version %d, not %d: %w", rec.ID, old.version, c.ExpectedVersion, store.ErrVersionConflict))
 		}
 		return s.write(tx, w, &old, rec, c, enc)
 	})

@@ -215,7 +215,7 @@ func (s *Store) SettleDelivery(ctx context.Context, d store.Delivery, o store.De
 			return err
 		}
 		if !ok || q.Lease == "" || q.Lease != d.Lease {
-			return fmt.Errorf("delivery %s: %w", d.ID, store.ErrLeaseLost)
+			return refuse(fmt.Errorf("delivery %s: %w", d.ID, store.ErrLeaseLost))
 		}
 		cur, err := getDelivery(tx, d.SessionID, d.Seq)
 		if err != nil {

@@ -26,26 +26,39 @@ import (
 //
 // A call refused by its own checks (a version conflict, an existing id, a
 // lost lease) must not take the others down, and its answer must be the one
-// it would get alone. bbolt has no savepoints, so a refusal rolls the
-// transaction back and the batch runs again without that call. A call
-// refused first in its batch saw nothing but committed data: its error is
-// its answer. One refused behind others saw their uncommitted writes: it
-// runs again at the head of the next batch, on what they committed.
-// Either way a refused call wrote nothing (its transaction was rolled back).
-// A refusal behind others costs running those others again (in memory, no
-// fsync); refusals are rare on one instance (a lost race for a session or a
-// connector, an update of a charger not registered yet).
+// it would get alone. Most refusals are checks made before the call writes
+// anything (refuse marks them): such a call is simply answered with its
+// refusal once the transaction commits, and the batch goes on — it is as if
+// it had run alone right after the calls before it, which commit first.
+// Any other error of a call (bbolt has no savepoints, so what it wrote
+// cannot be undone alone) rolls the transaction back and the batch runs
+// again without that call. A call failed first in its batch saw nothing but
+// committed data: its error is its answer. One failed behind others saw
+// their uncommitted writes: it runs again at the head of the next batch, on
+// what they committed. Either way a failed call wrote nothing.
 // A call's function may therefore run more than once, each time in a fresh
 // transaction: it must set its results anew on every run and leave nothing
 // outside the transaction until update returns.
 
 // writeCall is one caller's write waiting for the writer.
 type writeCall struct {
-	ctx  context.Context
-	fn   func(tx *bolt.Tx, w *writeState) error
-	w    writeState // of fn's last run
-	done chan error // buffered: the writer never waits for the caller
+	ctx     context.Context
+	fn      func(tx *bolt.Tx, w *writeState) error
+	w       writeState // of fn's last run
+	refused error      // fn's last run refused before writing (refuse)
+	done    chan error // buffered: the writer never waits for the caller
 }
+
+// refusal is a call's refusal made by its checks before it wrote anything
+// in the transaction (see the comment at the top of this file).
+type refusal struct{ err error }
+
+func (r refusal) Error() string { return r.err.Error() }
+func (r refusal) Unwrap() error { return r.err }
+
+// refuse marks err as a refusal decided before the call's first write in
+// its transaction: the batch's other calls go on without a rollback.
+func refuse(err error) error { return refusal{err} }
 
 // panicked carries a panic of a call's function back to its caller's
 // goroutine, where it is raised again (the writer goroutine must not die).
@@ -127,7 +140,13 @@ func (s *Store) commitBatch(calls []*writeCall) (again []*writeCall) {
 		failed, failErr := -1, error(nil)
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			for i, c := range live {
+				c.refused = nil
 				if err := c.run(tx); err != nil {
+					var r refusal
+					if errors.As(err, &r) {
+						c.refused = r.err // wrote nothing: the others go on
+						continue
+					}
 					failed, failErr = i, err
 					return err
 				}
@@ -135,22 +154,35 @@ func (s *Store) commitBatch(calls []*writeCall) (again []*writeCall) {
 			return nil
 		})
 		if failed < 0 {
-			// Committed, or not at all (the same answer for every call).
+			// Committed, or not at all (the same answer for every call but
+			// the refused ones, whose refusal holds once the calls before
+			// them are committed).
+			var published bool
 			if err == nil {
+				made := 0
 				for _, c := range live {
-					s.written.put(c.w.written)
+					if c.refused == nil {
+						s.written.put(c.w.written)
+						published = published || c.w.published
+						made++
+					}
 				}
-				s.writes.Add(uint64(len(live)))
+				s.writes.Add(uint64(made))
 				s.commits.Add(1)
-				if slices.ContainsFunc(live, func(c *writeCall) bool { return c.w.published }) {
+				if published {
 					s.notify()
 				}
 			}
 			for _, c := range live {
+				if err == nil && c.refused != nil {
+					c.done <- mapErr(c.refused)
+					continue
+				}
 				c.done <- mapErr(err)
 			}
 			return again
 		}
+		s.rollbacks.Add(1)
 		c := live[failed]
 		var p *panicked
 		switch {

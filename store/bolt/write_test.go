@@ -407,3 +407,51 @@ func TestEmptyClaimWritesNothing(t *testing.T) {
 		t.Fatalf("claim when due: %d writes %d commits, were %d %d", w, c, w0, c0)
 	}
 }
+
+// A refusal decided before a call writes (a stale version, a lost lease, a
+// taken id) costs the batch nothing: the others commit in the same
+// transaction, with no rollback and no run again, and the refused callers
+// get their refusal.
+func TestRefusalsDoNotRollBackTheBatch(t *testing.T) {
+	s := openAt(t, t.TempDir())
+	defer s.Close()
+	ctx := t.Context()
+	const n = 12
+	for i := range n {
+		if err := s.CreateSession(ctx, store.Commit{Session: storetest.Session(fmt.Sprintf("r%02d", i), fmt.Sprintf("CPR%02d", i), 1, storetest.T0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r0 := boltstore.Rollbacks(s)
+	// Even racers commit their own session from version 1; odd racers
+	// commit from a version that never was, or create an id that exists:
+	// refused, interleaved with the good ones in one batch.
+	errs := race(t, s, 3*n, func(i int) error {
+		id := fmt.Sprintf("r%02d", i%n)
+		switch i / n {
+		case 0:
+			next := storetest.Session(id, fmt.Sprintf("CPR%02d", i%n), 2, storetest.T0)
+			return s.Commit(ctx, store.Commit{ExpectedVersion: 1, Session: next})
+		case 1:
+			next := storetest.Session(id, fmt.Sprintf("CPR%02d", i%n), 9, storetest.T0)
+			return s.Commit(ctx, store.Commit{ExpectedVersion: 8, Session: next})
+		default:
+			return s.CreateSession(ctx, store.Commit{Session: storetest.Session(id, "CPX", 1, storetest.T0)})
+		}
+	})
+	for i, err := range errs {
+		want := []error{nil, store.ErrVersionConflict, store.ErrExists}[i/n]
+		if (want == nil && err != nil) || (want != nil && !errors.Is(err, want)) {
+			t.Fatalf("racer %d: %v, want %v", i, err, want)
+		}
+	}
+	if r := boltstore.Rollbacks(s) - r0; r != 0 {
+		t.Fatalf("%d batches rolled back for refusals", r)
+	}
+	for i := range n {
+		got, err := s.GetSession(ctx, fmt.Sprintf("r%02d", i))
+		if err != nil || got.Version != 2 {
+			t.Fatalf("r%02d: version %d, %v", i, got.Version, err)
+		}
+	}
+}
