@@ -15,7 +15,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -136,7 +135,8 @@ func (b *EmbeddedBroker) Start(ctx context.Context, h Handler) error {
 	if err := b.addStoreHook(s); err != nil {
 		return err
 	}
-	if err := s.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: b.cfg.ListenAddr})); err != nil {
+	// plain TCP through our listener, which closes every connection it accepted (tlslistener.go)
+	if err := s.AddListener(newTLSListener("tcp", b.cfg.ListenAddr, nil, 0, b.log)); err != nil {
 		return fmt.Errorf("embedded broker: listen %s: %w", b.cfg.ListenAddr, err)
 	}
 	if b.cfg.TLSListenAddr != "" {

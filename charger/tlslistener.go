@@ -11,12 +11,18 @@ import (
 	"github.com/mochi-mqtt/server/v2/listeners"
 )
 
-// tlsListener is the embedded broker's TLS listener. mochi's own TCP
-// listener can speak TLS too, but it leaves the handshake to the first read
-// of the CONNECT packet, so a refused certificate shows up as a message-less
-// warning, and a client that never finishes its handshake holds a goroutine
-// for ever. Here the handshake is done first, bounded, and a failure is
-// logged with the remote address and the reason.
+// tlsListener is the embedded broker's listener, TLS or (config nil) plain
+// TCP. mochi's own TCP listener can speak TLS too, but it leaves the
+// handshake to the first read of the CONNECT packet, so a refused
+// certificate shows up as a message-less warning, and a client that never
+// finishes its handshake holds a goroutine for ever. Here the handshake is
+// done first, bounded, and a failure is logged with the remote address and
+// the reason. Both kinds keep every connection they accepted and close what
+// is left on Close: mochi's Close closes only the clients it still lists,
+// and waits for every client goroutine, so a connection it no longer lists
+// (taken over by a later CONNECT with the same client id while it was still
+// being set up, as in a reconnect storm) made the broker's Close wait for
+// ever (docs/operations.md "Reconnect storms").
 type tlsListener struct {
 	id, addr  string
 	config    *tls.Config
@@ -41,7 +47,12 @@ func newTLSListener(id, addr string, config *tls.Config, handshake time.Duration
 }
 
 func (l *tlsListener) ID() string       { return l.id }
-func (l *tlsListener) Protocol() string { return "tls" }
+func (l *tlsListener) Protocol() string {
+	if l.config == nil {
+		return "tcp"
+	}
+	return "tls"
+}
 
 func (l *tlsListener) Address() string {
 	l.mu.Lock()
@@ -87,6 +98,12 @@ func (l *tlsListener) Serve(establish listeners.EstablishFn) {
 		go func() {
 			defer l.wg.Done()
 			defer func() { l.mu.Lock(); delete(l.conns, conn); l.mu.Unlock(); conn.Close() }()
+			if l.config == nil {
+				if err := establish(l.id, conn); err != nil {
+					l.log.Debug("mqtt connection ended", "remote", conn.RemoteAddr().String(), "err", err)
+				}
+				return
+			}
 			tc := tls.Server(conn, l.config)
 			ctx, cancel := context.WithTimeout(l.ctx, l.handshake)
 			err := tc.HandshakeContext(ctx)

@@ -140,6 +140,7 @@ func reconnectPaho(url, id, user, pass string) (paho.Client, error) {
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(30 * time.Second)
 	c := paho.NewClient(o)
 	if t := c.Connect(); !t.WaitTimeout(35*time.Second) || t.Error() != nil {
+		c.Disconnect(0) // a connect still in progress must not connect later, unseen
 		return nil, fmt.Errorf("connect %s to %s: %v", id, url, t.Error())
 	}
 	return c, nil
