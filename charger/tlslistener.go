@@ -46,7 +46,7 @@ func newTLSListener(id, addr string, config *tls.Config, handshake time.Duration
 		conns: map[net.Conn]struct{}{}}
 }
 
-func (l *tlsListener) ID() string       { return l.id }
+func (l *tlsListener) ID() string { return l.id }
 func (l *tlsListener) Protocol() string {
 	if l.config == nil {
 		return "tcp"
