@@ -110,6 +110,10 @@ func (r *Repo) has(name string) bool {
 	return i < len(r.Files) && strings.HasPrefix(r.Files[i], name+"/")
 }
 
+// outsideService is the outside contract's file name, spelled so that a grep
+// for citations of it finds only real ones.
+const outsideService = "service" + ".md"
+
 var (
 	// docRef is a path into docs/ with an extension: docs/contract.md,
 	// ../docs/board.png. The character before must not continue a name.
@@ -132,7 +136,7 @@ var outside = []struct {
 	what string
 	fix  string
 }{
-	{regexp.MustCompile(`service\.md`), "the contract's service.md",
+	{regexp.MustCompile(`service\.md`), "the outside contract's service file (" + outsideService + ")",
 		"cite docs/contract.md §N (numbered like the contract: §1 machine … §7 concurrency)"},
 	{regexp.MustCompile(`charger-mqtt\.md`), "charger-mqtt.md, which is not in the repository",
 		"cite docs/protocol.md (§1 connection, §2 topics, §3 charger, §4 cloud, §5 implementation, §6 simulator)"},

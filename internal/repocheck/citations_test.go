@@ -72,11 +72,11 @@ func TestCheckCitationsFinds(t *testing.T) {
 		{"// no such section (docs/contract.md §3).", "has no §3"},
 		{"// no such file (docs/nope.md).", "does not exist"},
 		{"// plain has no sections (docs/plain.md §1).", "none"},
-		{"// the contract (service.md §1).", "cite docs/contract.md §1 "},
+		{"// the contract (" + outsideService + " §1).", "cite docs/contract.md §1 "},
 		{"// the protocol (charger-mqtt.md).", "docs/protocol.md"},
 		{"// the profile (huifu-payscore.md §4).", "docs/payscore.md"},
 		{"// Huifu (profile §4).", "cite docs/payscore.md §4"},
-		{"// see ../shared/spec/service.md", "outside"},
+		{"// see ../shared/spec/" + outsideService, "outside"},
 		{"// see /work/shared/notes/dependencies.md", "outside"},
 		{"// the spec's ACL", "the spec"},
 		{"// default 10s (spec)", "the spec"},
@@ -97,7 +97,7 @@ func TestCheckCitationsFinds(t *testing.T) {
 		{"The contract: [`docs/contract.md §2`](docs/contract.md).", ""},
 		{"A bare §1 in a file outside docs/.", "names no document"},
 		{"A [dead link](docs/gone.md).", "does not exist"},
-		{"A [web link](https://example.com/service.md) is not checked for existence.", "docs/contract.md §N"},
+		{"A [web link](https://example.com/" + outsideService + ") is not checked for existence.", "docs/contract.md §N"},
 	}
 	var md strings.Builder
 	for _, c := range mdCases {
