@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -11,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/redis/go-redis/v9"
 
 	redisstore "github.com/chargeflow/chargeflow/store/redis"
@@ -179,57 +177,7 @@ func (r *scaleRun) bareStart(ctx context.Context) error {
 func (r *scaleRun) brokerPaced(ctx context.Context, d time.Duration) ([]time.Duration, error) {
 	const every = 20 * time.Millisecond
 	n := min(max(int(d/every), 50), 1000)
-	topic := r.topics.Cmd("BENCH-LATENCY")
-	sent := make([]time.Time, n)
-	got := make([]time.Duration, 0, n)
-	var mu sync.Mutex
-	sub, err := benchPaho(r.brokerURL, r.b.runID+"-scale-latsub", r.svcUser, r.svcPass)
-	if err != nil {
-		return nil, err
-	}
-	defer sub.Disconnect(100)
-	if t := sub.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) {
-		now := time.Now()
-		if len(m.Payload()) != 8 {
-			return
-		}
-		i := binary.BigEndian.Uint64(m.Payload())
-		mu.Lock()
-		if i < uint64(n) && !sent[i].IsZero() {
-			got = append(got, now.Sub(sent[i]))
-			sent[i] = time.Time{}
-		}
-		mu.Unlock()
-	}); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
-		return nil, fmt.Errorf("latency subscribe: %v", t.Error())
-	}
-	pub, err := benchPaho(r.brokerURL, r.b.runID+"-scale-latpub", r.svcUser, r.svcPass)
-	if err != nil {
-		return nil, err
-	}
-	defer pub.Disconnect(100)
-	tick := time.NewTicker(every)
-	defer tick.Stop()
-	for i := range n {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-tick.C:
-		}
-		var p [8]byte
-		binary.BigEndian.PutUint64(p[:], uint64(i))
-		mu.Lock()
-		sent[i] = time.Now()
-		mu.Unlock()
-		pub.Publish(topic, 1, false, p[:])
-	}
-	waitFor(ctx, 10*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == n })
-	mu.Lock()
-	defer mu.Unlock()
-	if len(got) == 0 {
-		return nil, fmt.Errorf("none of %d messages arrived", n)
-	}
-	return append([]time.Duration(nil), got...), nil
+	return brokerPubRecv(ctx, r.topics, r.brokerURL, r.b.runID+"-scale-lat", r.svcUser, r.svcPass, n, every)
 }
 
 // storeBytes is what the store holds: Redis's used_memory (summed over a

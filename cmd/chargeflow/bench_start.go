@@ -155,12 +155,22 @@ const latencyWindow = 500
 // the rig's broker to another, each timed from its Publish call to its
 // arrival at the subscriber.
 func (r *engineRig) brokerLatency(ctx context.Context, n int) ([]time.Duration, error) {
-	topic := r.topics.Cmd("BENCH-LATENCY") // no charger has this id: only the subscriber reads it
+	return brokerPubRecv(ctx, r.topics, r.mqttURL, r.b.runID+"-lat", r.mqttUser, r.mqttPass, n, 0)
+}
+
+// brokerPubRecv times n QoS 1 messages from one client of the broker at url
+// to another (client ids idPrefix+"sub"/"pub"), each from its Publish call
+// to its arrival, on a topic of topics no charger reads. every 0 publishes them at
+// once, at most latencyWindow outstanding, and waits for all; every > 0
+// publishes one per every and returns what arrived within 10 s of the last
+// (an error only when none did).
+func brokerPubRecv(ctx context.Context, topics charger.Topics, url, idPrefix, user, pass string, n int, every time.Duration) ([]time.Duration, error) {
+	topic := topics.Cmd("BENCH-LATENCY") // no charger has this id: only the subscriber reads it
 	sent := make([]time.Time, n)
 	got := make([]time.Duration, n)
 	var received atomic.Int64
 	var mu sync.Mutex
-	sub, err := benchPaho(r.mqttURL, r.b.runID+"-latsub", r.mqttUser, r.mqttPass)
+	sub, err := benchPaho(url, idPrefix+"sub", user, pass)
 	if err != nil {
 		return nil, err
 	}
@@ -172,7 +182,7 @@ func (r *engineRig) brokerLatency(ctx context.Context, n int) ([]time.Duration, 
 		}
 		i := binary.BigEndian.Uint64(m.Payload())
 		mu.Lock()
-		if i < uint64(n) && got[i] == 0 {
+		if i < uint64(n) && got[i] == 0 && !sent[i].IsZero() {
 			got[i] = now.Sub(sent[i])
 			received.Add(1)
 		}
@@ -180,14 +190,27 @@ func (r *engineRig) brokerLatency(ctx context.Context, n int) ([]time.Duration, 
 	}); !t.WaitTimeout(10*time.Second) || t.Error() != nil {
 		return nil, fmt.Errorf("latency subscribe: %v", t.Error())
 	}
-	pub, err := benchPaho(r.mqttURL, r.b.runID+"-latpub", r.mqttUser, r.mqttPass)
+	pub, err := benchPaho(url, idPrefix+"pub", user, pass)
 	if err != nil {
 		return nil, err
 	}
 	defer pub.Disconnect(100)
+	var tick <-chan time.Time
+	if every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
 	last, progress := int64(0), time.Now()
 	for i := range n {
-		for int64(i)-received.Load() >= latencyWindow {
+		if tick != nil {
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-tick:
+			}
+		}
+		for tick == nil && int64(i)-received.Load() >= latencyWindow {
 			if err := waitProgress(ctx, &received, &last, &progress); err != nil {
 				return nil, err
 			}
@@ -199,14 +222,27 @@ func (r *engineRig) brokerLatency(ctx context.Context, n int) ([]time.Duration, 
 		mu.Unlock()
 		pub.Publish(topic, 1, false, p[:])
 	}
-	for received.Load() < int64(n) {
-		if err := waitProgress(ctx, &received, &last, &progress); err != nil {
-			return nil, err
+	if tick != nil {
+		waitFor(ctx, 10*time.Second, func() bool { return received.Load() == int64(n) })
+	} else {
+		for received.Load() < int64(n) {
+			if err := waitProgress(ctx, &received, &last, &progress); err != nil {
+				return nil, err
+			}
 		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	return slices.Clone(got), nil
+	out := make([]time.Duration, 0, n)
+	for _, d := range got {
+		if d != 0 {
+			out = append(out, d)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("none of %d messages arrived", n)
+	}
+	return out, nil
 }
 
 // waitProgress sleeps a little and fails when nothing arrived for 10 s.
